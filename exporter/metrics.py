@@ -1,0 +1,226 @@
+"""The Prometheus objects of the metric catalogue (see DESIGN.md), one set per registry.
+
+Several monitors (models) can share a registry: the metric objects are created once per registry
+and every monitor takes its own label children from them. Drift gauges are not stored objects but
+come from :class:`DriftCollector`, which asks each monitor for its (cached) drift at scrape time, so
+no stale series is ever left behind.
+"""
+
+from __future__ import annotations
+
+import threading
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from exporter.monitor import ModelMonitor
+
+MODEL_LABELS = ("model", "version")
+
+#: Inference latency buckets in seconds: seed 003's 0.01 .. 1.0 s, widened both ways for fast
+#: models and slow batch calls.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Confidence buckets: seed 003's 0.1 .. 0.9 plus 0.95 and 0.99, where calibrated models live.
+CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+#: Absolute-error buckets for regression; 2, 5 and 10 give seed 000's "share within $X".
+ABSOLUTE_ERROR_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.5, 5.0, 7.5, 10.0, 20.0, 50.0, 100.0)
+#: Delay between a prediction and its ground truth, in seconds: a minute to a week.
+OUTCOME_DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0)
+
+
+@dataclass(frozen=True)
+class Instruments:
+    """Every stored metric object of the catalogue, for one registry."""
+
+    info: Gauge
+    duration: Histogram
+    predictions: Counter
+    confidence: Histogram
+    errors: Counter
+    invalid: Counter
+    feature_bins: Counter
+    feature_value_sum: Counter
+    reference_ratio: Gauge
+    reference_mean: Gauge
+    reference_std: Gauge
+    alert_threshold: Gauge
+    monitor_errors: Counter
+
+
+def _build(registry: CollectorRegistry) -> Instruments:
+    m = MODEL_LABELS
+    return Instruments(
+        info=Gauge(
+            "model_info",
+            "Live model version (value 1), its stage and the reference profile it is compared to.",
+            [*m, "stage", "reference"],
+            registry=registry,
+            multiprocess_mode="max",
+        ),
+        duration=Histogram(
+            "model_prediction_duration_seconds",
+            "Inference latency in seconds.",
+            m,
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        ),
+        predictions=Counter(
+            "model_predictions",
+            "Predictions by predicted class (empty for regression) and confidence bucket.",
+            [*m, "predicted", "confidence_bucket"],
+            registry=registry,
+        ),
+        confidence=Histogram(
+            "model_prediction_confidence",
+            "Confidence of each prediction (probability of the predicted class).",
+            m,
+            buckets=CONFIDENCE_BUCKETS,
+            registry=registry,
+        ),
+        errors=Counter(
+            "model_prediction_errors",
+            "Failed predictions by exception class.",
+            [*m, "error"],
+            registry=registry,
+        ),
+        invalid=Counter(
+            "model_input_invalid",
+            "Invalid input values by feature and reason; they are kept out of drift statistics.",
+            [*m, "feature", "reason"],
+            registry=registry,
+        ),
+        feature_bins=Counter(
+            "model_feature_bin",
+            "Valid values per feature and reference bin; summed across replicas for fleet drift.",
+            [*m, "feature", "bin"],
+            registry=registry,
+        ),
+        feature_value_sum=Counter(
+            "model_feature_value_sum",
+            "Sum of valid numeric values, split by sign (counters cannot go down), for mean shift.",
+            [*m, "feature", "sign"],
+            registry=registry,
+        ),
+        reference_ratio=Gauge(
+            "model_feature_reference_ratio",
+            "Share of the reference (training) data in each bin.",
+            [*m, "feature", "bin"],
+            registry=registry,
+            multiprocess_mode="max",
+        ),
+        reference_mean=Gauge(
+            "model_feature_reference_mean",
+            "Mean of the numeric feature in the reference data.",
+            [*m, "feature"],
+            registry=registry,
+            multiprocess_mode="max",
+        ),
+        reference_std=Gauge(
+            "model_feature_reference_std",
+            "Standard deviation of the numeric feature in the reference data.",
+            [*m, "feature"],
+            registry=registry,
+            multiprocess_mode="max",
+        ),
+        alert_threshold=Gauge(
+            "model_alert_threshold",
+            "Per-model alert thresholds from the exporter's config, read by the alert rules.",
+            [*m, "alert"],
+            registry=registry,
+            multiprocess_mode="max",
+        ),
+        monitor_errors=Counter(
+            "model_monitor_internal_errors",
+            "Unexpected errors inside the monitor itself; the prediction was still served.",
+            m,
+            registry=registry,
+        ),
+    )
+
+
+class DriftCollector(Collector):
+    """Yields the windowed drift gauges of every monitor on a registry, computed at scrape time."""
+
+    def __init__(self) -> None:
+        self._monitors: weakref.WeakSet[ModelMonitor] = weakref.WeakSet()
+        self._lock = threading.Lock()
+
+    def add(self, monitor: ModelMonitor) -> None:
+        with self._lock:
+            self._monitors.add(monitor)
+
+    def collect(self) -> Iterator[Metric]:
+        labels = [*MODEL_LABELS, "feature", "window"]
+        families = {
+            "psi": GaugeMetricFamily(
+                "model_feature_psi",
+                "Population stability index of the window against the reference bins.",
+                labels=labels,
+            ),
+            "ks_statistic": GaugeMetricFamily(
+                "model_feature_ks_statistic",
+                "Two-sample Kolmogorov-Smirnov statistic, window sample vs reference sample.",
+                labels=labels,
+            ),
+            "ks_pvalue": GaugeMetricFamily(
+                "model_feature_ks_pvalue",
+                "Asymptotic p-value of the two-sample KS test.",
+                labels=labels,
+            ),
+            "zscore": GaugeMetricFamily(
+                "model_feature_zscore",
+                "|window mean - reference mean| / reference std.",
+                labels=labels,
+            ),
+            "samples": GaugeMetricFamily(
+                "model_feature_window_samples",
+                "Valid values the window holds; statistics appear once it reaches the minimum.",
+                labels=labels,
+            ),
+        }
+        with self._lock:
+            monitors = sorted(self._monitors, key=lambda m: (m.name, m.version))
+        for monitor in monitors:
+            snapshot = monitor.drift()
+            for drift in snapshot.rows():
+                key = [monitor.name, monitor.version, drift.feature, drift.window]
+                families["samples"].add_metric(key, float(drift.samples))
+                if not drift.ready:
+                    continue
+                for stat in ("psi", "ks_statistic", "ks_pvalue", "zscore"):
+                    value = getattr(drift, stat)
+                    if value is not None:
+                        families[stat].add_metric(key, value)
+        yield from families.values()
+
+
+@dataclass
+class RegistryState:
+    instruments: Instruments
+    drift: DriftCollector
+
+
+_STATES: weakref.WeakKeyDictionary[CollectorRegistry, RegistryState] = (
+    weakref.WeakKeyDictionary()
+)
+_STATES_LOCK = threading.Lock()
+
+
+def state_for(registry: CollectorRegistry) -> RegistryState:
+    """The catalogue's objects on ``registry``, created and registered on first use."""
+    with _STATES_LOCK:
+        state = _STATES.get(registry)
+        if state is None:
+            instruments = _build(registry)
+            collector = DriftCollector()
+            registry.register(collector)
+            state = RegistryState(instruments, collector)
+            _STATES[registry] = state
+        return state

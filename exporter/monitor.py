@@ -1,0 +1,905 @@
+"""ModelMonitor: the instrumented inference wrapper.
+
+``observe`` is the hot path: per value a type check, a ``bisect`` into the reference edges, a stored
+counter child's ``inc`` and a few list additions, all under one lock. Drift statistics are computed
+by :meth:`ModelMonitor.drift`, at scrape time, cached, and never inside ``observe``.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import itertools
+import logging
+import math
+import os
+import threading
+import time
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, TypeVar, cast, overload
+
+import numpy as np
+import pandas as pd
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from exporter import stats
+from exporter.metrics import state_for
+from exporter.profile import (
+    OTHER,
+    OUTPUT,
+    CategoricalFeature,
+    NumericFeature,
+    ProfileError,
+    ReferenceProfile,
+    category_key,
+)
+from exporter.windows import Clock, Stream, TickClock, WindowSpec
+
+log = logging.getLogger(__name__)
+
+Task = Literal["classification", "regression"]
+TASKS: tuple[Task, ...] = ("classification", "regression")
+
+#: Reasons of ``model_input_invalid_total``; values with any of them stay out of drift statistics.
+NUMERIC_REASONS = ("missing", "nan", "inf", "wrong_type")
+CATEGORICAL_REASONS = ("missing", "wrong_type", "unknown_category")
+#: ``feature`` label under which an invalid confidence is counted.
+CONFIDENCE = "__confidence__"
+#: Error classes beyond this many distinct ones are counted as ``__other__``.
+MAX_ERROR_KINDS = 20
+#: Class names longer than this are cut, so one odd label cannot blow up a series.
+MAX_LABEL_LENGTH = 128
+#: ``confidence_bucket`` when no confidence was given.
+NO_CONFIDENCE = "none"
+
+_ABSENT = object()
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """Drift of one feature (or the output) in one window; statistics are None until ``ready``."""
+
+    feature: str
+    window: str
+    kind: Literal["numeric", "categorical"]
+    samples: int
+    ready: bool
+    psi: float | None = None
+    ks_statistic: float | None = None
+    ks_pvalue: float | None = None
+    zscore: float | None = None
+    current_mean: float | None = None
+    js_distance: float | None = None
+    chi2_pvalue: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftSnapshot:
+    """Drift of every watched feature and window at ``taken_at`` (clock seconds)."""
+
+    taken_at: float
+    features: Mapping[str, Mapping[str, FeatureDrift]]
+
+    def rows(self) -> Iterator[FeatureDrift]:
+        for windows in self.features.values():
+            yield from windows.values()
+
+    def __getitem__(self, feature: str) -> Mapping[str, FeatureDrift]:
+        return self.features[feature]
+
+
+class _NumericWatch:
+    """Everything the hot path needs for one numeric stream, resolved once at construction."""
+
+    __slots__ = ("name", "ref", "edges", "bins", "positive", "negative", "invalid", "stream",
+                 "sum_index", "low", "high", "sample", "edges_array")  # fmt: skip
+
+    def __init__(
+        self, name: str, ref: NumericFeature, monitor: ModelMonitor, seed: int,
+        domain: tuple[float, float] | None,
+    ) -> None:  # fmt: skip
+        inst, labels = monitor._instruments, monitor._labels
+        self.name = name
+        self.ref = ref
+        self.edges = list(ref.edges)
+        self.edges_array = np.asarray(ref.edges, dtype=np.float64)
+        self.bins = [inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels]
+        self.positive = inst.feature_value_sum.labels(*labels, name, "positive")
+        self.negative = inst.feature_value_sum.labels(*labels, name, "negative")
+        reasons = NUMERIC_REASONS + (("out_of_domain",) if domain else ())
+        self.invalid = {r: inst.invalid.labels(*labels, name, r) for r in reasons}
+        # Stream layout: one count per bin, then the sum of values (for the window mean).
+        self.sum_index = len(self.bins)
+        self.stream = Stream(monitor._specs, self.sum_index + 1, monitor._sample_size, seed)
+        self.low, self.high = domain if domain else (-math.inf, math.inf)
+        self.sample = np.asarray(ref.sample, dtype=np.float64)
+        for label, share in zip(ref.bin_labels, ref.reference_share, strict=True):
+            inst.reference_ratio.labels(*labels, name, label).set(share)
+        inst.reference_mean.labels(*labels, name).set(ref.mean)
+        inst.reference_std.labels(*labels, name).set(ref.std)
+
+    def add(self, x: float) -> None:
+        """Count a finite value (already validated) into bins, sums and the window."""
+        if not self.low <= x <= self.high:
+            self.invalid["out_of_domain"].inc()
+            return
+        i = bisect_right(self.edges, x)
+        self.bins[i].inc()
+        if x >= 0:
+            self.positive.inc(x)
+        else:
+            self.negative.inc(-x)
+        stream = self.stream
+        live = stream.live
+        live[i] += 1.0
+        live[self.sum_index] += x
+        stream.reservoir.add(x)
+
+    def take(self, value: object) -> None:
+        """Validate any value and count it, or count why it is invalid."""
+        kind = type(value)
+        if kind is float:
+            x = cast(float, value)
+        elif kind is int or kind is bool or isinstance(value, (int, np.integer, np.floating)):
+            try:
+                x = float(value)  # type: ignore[arg-type]
+            except OverflowError:
+                self.invalid["inf"].inc()
+                return
+        elif value is None or value is _ABSENT:
+            self.invalid["missing"].inc()
+            return
+        else:
+            self.invalid["wrong_type"].inc()
+            return
+        if x - x != 0.0:  # true for NaN and for +-inf, one comparison on the common path
+            self.invalid["nan" if x != x else "inf"].inc()
+            return
+        self.add(x)
+
+
+class _CategoricalWatch:
+    """Hot-path state of one categorical stream: top-K categories plus ``__other__``."""
+
+    __slots__ = ("name", "ref", "index", "other", "known", "complete", "bins", "invalid",
+                 "stream", "open_vocabulary")  # fmt: skip
+
+    def __init__(
+        self, name: str, ref: CategoricalFeature, monitor: ModelMonitor, seed: int,
+        open_vocabulary: bool = False,
+    ) -> None:  # fmt: skip
+        inst, labels = monitor._instruments, monitor._labels
+        self.name = name
+        self.ref = ref
+        self.index = {c: i for i, c in enumerate(ref.categories)}
+        self.other = len(ref.categories)
+        self.known = frozenset(ref.known_other)
+        # The output's vocabulary is open: a new class is drift, not bad input.
+        self.open_vocabulary = open_vocabulary
+        self.complete = ref.known_other_complete and not open_vocabulary
+        self.bins = [inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels]
+        reasons = CATEGORICAL_REASONS if not open_vocabulary else ("missing", "wrong_type")
+        self.invalid = {r: inst.invalid.labels(*labels, name, r) for r in reasons}
+        self.stream = Stream(monitor._specs, len(self.bins), 0, seed)
+        for label, share in zip(ref.bin_labels, ref.reference_share, strict=True):
+            inst.reference_ratio.labels(*labels, name, label).set(share)
+
+    def take(self, value: object) -> None:
+        if type(value) is str:
+            key: str | None = cast(str, value)
+        elif value is _ABSENT:
+            key = None
+        elif isinstance(value, (list, dict, tuple, set, bytes)):
+            self.invalid["wrong_type"].inc()
+            return
+        else:
+            key = category_key(value)
+        if key is None:
+            self.invalid["missing"].inc()
+            return
+        self.add_key(key)
+
+    def add_key(self, key: str, count: int = 1) -> None:
+        i = self.index.get(key)
+        if i is None:
+            if self.complete and key not in self.known:
+                self.invalid["unknown_category"].inc(count)
+                return
+            i = self.other
+        self.bins[i].inc(count)
+        self.stream.live[i] += count
+
+
+class ModelMonitor:
+    """Exports a model's predictions, inputs and drift to a Prometheus registry.
+
+    Parameters
+    ----------
+    name, version:
+        The ``model`` and ``version`` labels of every series.
+    task:
+        ``"classification"`` (predictions are classes, with an optional confidence) or
+        ``"regression"`` (predictions are numbers).
+    reference:
+        The :class:`ReferenceProfile` drift is measured against; without one, only counts,
+        latency and confidence are exported.
+    features:
+        Which profiled features to watch; default all of them.
+    registry:
+        Where the metrics go (default: prometheus_client's global registry).
+    windows:
+        Sliding windows by duration, each cut into ``slices`` slices.
+    classes:
+        Known classes, created up front so their series start at 0; more are learned up to
+        ``max_classes`` and the rest counted as ``__other__``.
+    min_samples:
+        A window's statistics appear only once it holds this many values.
+    sample_size:
+        Values kept per window for the KS test (a uniform sample of the window).
+    drift_cache_seconds:
+        How long a computed drift snapshot is reused by scrapes.
+    domains:
+        Optional ``{feature: (low, high)}``; values outside count as ``out_of_domain``.
+    thresholds:
+        Per-model alert thresholds exported as ``model_alert_threshold{alert=...}``.
+    confidence_thresholds:
+        ``(low, high)`` cut points of the ``confidence_bucket`` label: below ``low`` is ``low``,
+        from ``high`` up is ``high``, in between ``medium``.
+    clock:
+        Seconds since the epoch; injectable so tests move time instead of sleeping.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        version: str = "unversioned",
+        task: Task = "classification",
+        reference: ReferenceProfile | None = None,
+        features: Sequence[str] | None = None,
+        registry: CollectorRegistry = REGISTRY,
+        windows: Sequence[str] = ("5m", "1h", "1d"),
+        slices: int = 12,
+        classes: Sequence[str] | None = None,
+        max_classes: int = 50,
+        min_samples: int = 100,
+        sample_size: int = 1000,
+        drift_cache_seconds: float = 10.0,
+        domains: Mapping[str, tuple[float, float]] | None = None,
+        thresholds: Mapping[str, float] | None = None,
+        confidence_thresholds: tuple[float, float] = (0.5, 0.8),
+        stage: str = "production",
+        clock: Clock = time.time,
+        seed: int = 0,
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if not name or not isinstance(name, str):
+            raise ValueError("name must be a non-empty string")
+        if task == "regression" and classes:
+            raise ValueError("classes only apply to task='classification'")
+        if max_classes < 1 or min_samples < 1 or sample_size < 0:
+            raise ValueError("max_classes and min_samples must be >= 1, sample_size >= 0")
+        low, high = confidence_thresholds
+        if not 0.0 <= low <= high <= 1.0:
+            raise ValueError("confidence_thresholds must satisfy 0 <= low <= high <= 1")
+        if not windows:
+            raise ValueError("at least one window is needed")
+        self.name = name
+        self.version = version
+        self.task: Task = task
+        self.reference = reference
+        self.min_samples = min_samples
+        self.drift_cache_seconds = drift_cache_seconds
+        self._clock = clock
+        self._specs = [WindowSpec.parse(w, slices) for w in windows]
+        if len({s.name for s in self._specs}) != len(self._specs):
+            raise ValueError(f"windows must be distinct, got {list(windows)}")
+        self._sample_size = sample_size
+        self._ticks = TickClock(self._specs, clock)
+        self._lock = threading.Lock()
+        self._drift_lock = threading.Lock()
+        self._drift_cache: DriftSnapshot | None = None
+        self._labels = (name, version)
+        state = state_for(registry)
+        self._instruments = inst = state.instruments
+        self._confidence_cuts = (low, high)
+
+        watched = self._resolve_features(reference, features, domains)
+        self._numeric: list[_NumericWatch] = []
+        self._categorical: list[_CategoricalWatch] = []
+        if reference is not None:
+            for n, name_ in enumerate(watched):
+                ref = reference.features[name_]
+                domain = (domains or {}).get(name_)
+                if isinstance(ref, NumericFeature):
+                    self._numeric.append(_NumericWatch(name_, ref, self, seed + n, domain))
+                else:
+                    self._categorical.append(_CategoricalWatch(name_, ref, self, seed + n))
+        self._output_numeric: _NumericWatch | None = None
+        self._output_categorical: _CategoricalWatch | None = None
+        self._setup_output(reference, seed + len(watched))
+
+        # Stored children: the hot path never calls labels().
+        self._duration = inst.duration.labels(*self._labels)
+        self._confidence = inst.confidence.labels(*self._labels)
+        self._confidence_invalid = {
+            r: inst.invalid.labels(*self._labels, CONFIDENCE, r) for r in ("wrong_type", "nan")
+        }
+        self._output_invalid = {
+            r: inst.invalid.labels(*self._labels, OUTPUT, r) for r in NUMERIC_REASONS
+        }
+        self._monitor_errors = inst.monitor_errors.labels(*self._labels)
+        self._errors: dict[str, Any] = {}
+        self._predicted: dict[tuple[str, str], Any] = {}
+        self._classes: set[str] = set()
+        self.max_classes = max_classes
+        known = list(classes or [])
+        if not known and self._output_categorical is not None:
+            known = list(self._output_categorical.ref.categories)
+        for cls in known[:max_classes]:
+            self._class_key(str(cls))
+        if task == "regression":
+            for bucket in self._bucket_names():
+                self._predicted[("", bucket)] = inst.predictions.labels(*self._labels, "", bucket)
+        reference_id = "none" if reference is None else reference.fingerprint()
+        inst.info.labels(*self._labels, stage, reference_id).set(1)
+        for alert, value in (thresholds or {}).items():
+            inst.alert_threshold.labels(*self._labels, alert).set(float(value))
+        prefix = os.urandom(4).hex()
+        self._ids = itertools.count()
+        self._id_prefix = f"{prefix}-"
+        state.drift.add(self)
+
+    # -- construction helpers -------------------------------------------------------------------
+
+    @staticmethod
+    def _resolve_features(
+        reference: ReferenceProfile | None,
+        features: Sequence[str] | None,
+        domains: Mapping[str, tuple[float, float]] | None,
+    ) -> list[str]:
+        if reference is None:
+            if features:
+                raise ProfileError(f"features {list(features)} are watched but no reference given")
+            return []
+        watched = list(reference.features) if features is None else list(features)
+        reference.require(watched)
+        for feature, bounds in (domains or {}).items():
+            if feature not in watched:
+                raise ValueError(f"domains names {feature!r}, which is not watched")
+            ref = reference.features[feature]
+            if not isinstance(ref, NumericFeature) or len(bounds) != 2 or bounds[0] > bounds[1]:
+                raise ValueError(f"domains[{feature!r}] must be (low, high) of a numeric feature")
+        return watched
+
+    def _setup_output(self, reference: ReferenceProfile | None, seed: int) -> None:
+        output = reference.output if reference is not None else None
+        if output is None:
+            return
+        if self.task == "classification":
+            if not isinstance(output, CategoricalFeature):
+                raise ProfileError(
+                    "the reference profiles the output as numeric, but task='classification' "
+                    "needs class shares: rebuild it with target_kind='categorical'"
+                )
+            self._output_categorical = _CategoricalWatch(
+                OUTPUT, output, self, seed, open_vocabulary=True
+            )
+        else:
+            if not isinstance(output, NumericFeature):
+                raise ProfileError(
+                    "the reference profiles the output as categorical, but task='regression' "
+                    "needs numeric bins: rebuild it with target_kind='numeric'"
+                )
+            self._output_numeric = _NumericWatch(OUTPUT, output, self, seed, None)
+
+    def _bucket_names(self) -> tuple[str, ...]:
+        return ("low", "medium", "high", NO_CONFIDENCE)
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def observe(
+        self,
+        features: Mapping[str, Any],
+        prediction: Any,
+        confidence: float | None = None,
+        latency_seconds: float | None = None,
+        prediction_id: str | None = None,
+    ) -> str:
+        """Count one prediction, its inputs and its latency; returns the prediction id.
+
+        Never raises for bad input: each invalid value is counted in
+        ``model_input_invalid_total{feature, reason}`` and kept out of the drift statistics while
+        the rest of the row still counts.
+        """
+        pid = prediction_id if prediction_id is not None else f"{self._id_prefix}{next(self._ids)}"
+        try:
+            with self._lock:
+                ended = self._ticks.advance()
+                if ended is not None:
+                    self._seal(ended[1])
+                self._take_row(features)
+                self._take_output(prediction, confidence)
+            if latency_seconds is not None:
+                self.observe_latency(latency_seconds)
+        except Exception:  # monitoring must never break the prediction it monitors
+            self._monitor_errors.inc()
+            log.exception("model monitor %s failed to observe a prediction", self.name)
+        return pid
+
+    def _take_row(self, features: Mapping[str, Any]) -> None:
+        try:
+            get = features.get
+        except AttributeError:
+            get = _absent_getter
+        for numeric in self._numeric:
+            numeric.take(get(numeric.name, _ABSENT))
+        for categorical in self._categorical:
+            categorical.take(get(categorical.name, _ABSENT))
+
+    def _take_output(self, prediction: Any, confidence: float | None) -> None:
+        bucket = self._confidence_bucket(confidence)
+        if self.task == "classification":
+            key = prediction if type(prediction) is str else category_key(prediction)
+            if key is None or isinstance(prediction, (list, dict, tuple, set)):
+                reason = "missing" if key is None else "wrong_type"
+                self._output_invalid[reason].inc()
+                return
+            child = self._predicted.get((key, bucket))
+            if child is None:
+                child = self._predicted_child(key, bucket)
+            child.inc()
+            if self._output_categorical is not None:
+                self._output_categorical.add_key(key)
+        else:
+            self._predicted[("", bucket)].inc()
+            if self._output_numeric is not None:
+                self._output_numeric.take(prediction)
+            elif not _is_finite_number(prediction):
+                self._output_invalid[_numeric_reason(prediction)].inc()
+
+    def _confidence_bucket(self, confidence: Any) -> str:
+        if confidence is None:
+            return NO_CONFIDENCE
+        if type(confidence) is not float:
+            if not isinstance(confidence, (int, np.integer, np.floating)) or isinstance(
+                confidence, bool
+            ):
+                self._confidence_invalid["wrong_type"].inc()
+                return NO_CONFIDENCE
+            confidence = float(confidence)
+        if not 0.0 <= confidence <= 1.0:  # also false for NaN
+            self._confidence_invalid["nan" if confidence != confidence else "wrong_type"].inc()
+            return NO_CONFIDENCE
+        self._confidence.observe(confidence)
+        low, high = self._confidence_cuts
+        return "low" if confidence < low else "high" if confidence >= high else "medium"
+
+    def observe_latency(self, seconds: float) -> None:
+        """Record one inference latency (``observe`` and ``instrument`` call this for you)."""
+        if isinstance(seconds, (int, float)) and seconds >= 0 and math.isfinite(seconds):
+            self._duration.observe(seconds)
+
+    def record_error(self, error: BaseException | type[BaseException] | str) -> None:
+        """Count a failed prediction by exception class (at most MAX_ERROR_KINDS distinct)."""
+        if isinstance(error, str):
+            kind = error
+        else:
+            kind = (error if isinstance(error, type) else type(error)).__name__
+        kind = kind[:MAX_LABEL_LENGTH]
+        child = self._errors.get(kind)
+        if child is None:
+            with self._lock:
+                if kind not in self._errors and len(self._errors) >= MAX_ERROR_KINDS:
+                    kind = OTHER
+                child = self._errors.get(kind)
+                if child is None:
+                    child = self._instruments.errors.labels(*self._labels, kind)
+                    self._errors[kind] = child
+        child.inc()
+
+    # -- batches -------------------------------------------------------------------------------
+
+    def observe_batch(
+        self,
+        frame: pd.DataFrame | Mapping[str, Sequence[Any]],
+        predictions: Sequence[Any] | np.ndarray | pd.Series,
+        confidences: Sequence[float | None] | np.ndarray | pd.Series | None = None,
+        latency_seconds: float | None = None,
+    ) -> list[str]:
+        """Count a batch of predictions at numpy speed; returns one prediction id per row.
+
+        ``frame`` is a DataFrame (or a mapping of columns) with one row per prediction. Missing
+        values in a column (None, NaN, pandas NA) count as ``missing``; non-numeric values in a
+        numeric column as ``wrong_type``; infinities as ``inf``. ``latency_seconds`` is the batch's
+        total inference time, recorded once.
+        """
+        n_rows = len(predictions)
+        start = next(self._ids)
+        # Reserve ids for the whole batch in one step (count() is atomic under the GIL).
+        self._ids = itertools.count(start + n_rows) if n_rows > 1 else self._ids
+        ids = [f"{self._id_prefix}{start + i}" for i in range(n_rows)]
+        try:
+            table = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(dict(frame))
+            if len(table) != n_rows:
+                raise ValueError(f"frame has {len(table)} rows but {n_rows} predictions")
+            with self._lock:
+                ended = self._ticks.advance()
+                if ended is not None:
+                    self._seal(ended[1])
+                for numeric in self._numeric:
+                    self._numeric_column(numeric, table, n_rows)
+                for categorical in self._categorical:
+                    self._categorical_column(categorical, table, n_rows)
+                self._batch_output(predictions, confidences, n_rows)
+            if latency_seconds is not None:
+                self.observe_latency(latency_seconds)
+        except Exception:
+            self._monitor_errors.inc()
+            log.exception("model monitor %s failed to observe a batch", self.name)
+        return ids
+
+    def _numeric_column(self, watch: _NumericWatch, table: pd.DataFrame, n_rows: int) -> None:
+        if watch.name not in table.columns:
+            watch.invalid["missing"].inc(n_rows)
+            return
+        column = table[watch.name]
+        if pd.api.types.is_bool_dtype(column):
+            column = column.astype("float64")
+        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        missing = column.isna().to_numpy()
+        wrong = np.isnan(values) & ~missing
+        infinite = np.isinf(values)
+        for reason, mask in (("missing", missing), ("wrong_type", wrong), ("inf", infinite)):
+            count = int(mask.sum())
+            if count:
+                watch.invalid[reason].inc(count)
+        finite = values[np.isfinite(values)]
+        if watch.low > -math.inf or watch.high < math.inf:
+            inside = (finite >= watch.low) & (finite <= watch.high)
+            outside = int(finite.size - inside.sum())
+            if outside:
+                watch.invalid["out_of_domain"].inc(outside)
+            finite = finite[inside]
+        if finite.size == 0:
+            return
+        counts = np.bincount(
+            np.searchsorted(watch.edges_array, finite, side="right"), minlength=len(watch.bins)
+        )
+        live = watch.stream.live
+        for i in np.flatnonzero(counts):
+            c = int(counts[i])
+            watch.bins[i].inc(c)
+            live[i] += c
+        positive = float(finite[finite > 0].sum())
+        negative = float(-finite[finite < 0].sum())
+        watch.positive.inc(positive)
+        watch.negative.inc(negative)
+        live[watch.sum_index] += positive - negative
+        watch.stream.reservoir.add_many(finite)
+
+    def _categorical_column(
+        self, watch: _CategoricalWatch, table: pd.DataFrame, n_rows: int
+    ) -> None:
+        if watch.name not in table.columns:
+            watch.invalid["missing"].inc(n_rows)
+            return
+        counts = table[watch.name].map(_batch_key).value_counts(dropna=False)
+        for key, count in counts.items():
+            if key is None or (isinstance(key, float) and math.isnan(key)):
+                watch.invalid["missing"].inc(int(count))
+            elif key is _WRONG_TYPE:
+                watch.invalid["wrong_type"].inc(int(count))
+            else:
+                watch.add_key(str(key), int(count))
+
+    def _batch_output(
+        self,
+        predictions: Sequence[Any] | np.ndarray | pd.Series,
+        confidences: Sequence[float | None] | np.ndarray | pd.Series | None,
+        n_rows: int,
+    ) -> None:
+        if confidences is not None and len(confidences) != n_rows:
+            raise ValueError(f"{len(confidences)} confidences for {n_rows} predictions")
+        conf_list = list(confidences) if confidences is not None else [None] * n_rows
+        buckets = [self._confidence_bucket(c) for c in conf_list]
+        if self.task == "regression":
+            for bucket, count in pd.Series(buckets).value_counts().items():
+                self._predicted[("", str(bucket))].inc(int(count))
+            if self._output_numeric is not None:
+                table = pd.DataFrame({OUTPUT: pd.Series(list(predictions), dtype=object)})
+                self._numeric_column(self._output_numeric, table, n_rows)
+            return
+        keys = [_batch_key(p) for p in predictions]
+        pairs: dict[tuple[str, str], int] = {}
+        for key, bucket in zip(keys, buckets, strict=True):
+            if key is None or key is _WRONG_TYPE:
+                self._output_invalid["missing" if key is None else "wrong_type"].inc()
+                continue
+            pair = (cast(str, key), bucket)
+            pairs[pair] = pairs.get(pair, 0) + 1
+        for (key, bucket), count in pairs.items():
+            child = self._predicted.get((key, bucket))
+            if child is None:
+                child = self._predicted_child(key, bucket)
+            child.inc(count)
+            if self._output_categorical is not None:
+                self._output_categorical.add_key(key, count)
+
+    # -- classes -------------------------------------------------------------------------------
+
+    def _class_key(self, key: str) -> str:
+        key = key[:MAX_LABEL_LENGTH]
+        if key in self._classes:
+            return key
+        if len(self._classes) >= self.max_classes:
+            return OTHER
+        self._classes.add(key)
+        for bucket in self._bucket_names():
+            self._predicted[(key, bucket)] = self._instruments.predictions.labels(
+                *self._labels, key, bucket
+            )
+        return key
+
+    def _predicted_child(self, key: str, bucket: str) -> Any:
+        """Slow path for a class seen for the first time (called under the lock)."""
+        label = self._class_key(key)
+        child = self._predicted.get((label, bucket))
+        if child is None:  # __other__
+            child = self._instruments.predictions.labels(*self._labels, label, bucket)
+            self._predicted[(label, bucket)] = child
+        # A class past max_classes is not cached under its own name: that would let the cache
+        # grow with every new name. It takes this slow path each time instead.
+        return child
+
+    # -- decorator -----------------------------------------------------------------------------
+
+    @overload
+    def instrument(self, func: _F) -> _F: ...
+
+    @overload
+    def instrument(
+        self,
+        func: None = None,
+        *,
+        features: Callable[..., Mapping[str, Any]] | None = None,
+        output: Callable[[Any], tuple[Any, float | None]] | None = None,
+    ) -> Callable[[_F], _F]: ...
+
+    def instrument(
+        self,
+        func: _F | None = None,
+        *,
+        features: Callable[..., Mapping[str, Any]] | None = None,
+        output: Callable[[Any], tuple[Any, float | None]] | None = None,
+    ) -> _F | Callable[[_F], _F]:
+        """Wrap a predict function (sync or async): time it, count errors, observe in and out.
+
+        By default the features are the ``features=`` keyword argument or else the first
+        positional argument that is a mapping; the result is read as ``(prediction, confidence)``
+        when it is a pair, ``result["prediction"]`` / ``result.get("confidence")`` when it is a
+        mapping with a ``prediction`` key, and as the bare prediction otherwise. Pass
+        ``features=`` and ``output=`` to read them differently. Exceptions are counted by class
+        and re-raised unchanged.
+        """
+        read_features = features or _default_features
+        read_output = output or _default_output
+
+        def decorate(fn: _F) -> _F:
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                    start = time.perf_counter()
+                    try:
+                        result = await fn(*args, **kwargs)
+                    except Exception as exc:
+                        self._failed(exc, time.perf_counter() - start)
+                        raise
+                    self._succeeded(args, kwargs, result, time.perf_counter() - start,
+                                    read_features, read_output)  # fmt: skip
+                    return result
+
+                return cast(_F, async_wrapper)
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    result = fn(*args, **kwargs)
+                except Exception as exc:
+                    self._failed(exc, time.perf_counter() - start)
+                    raise
+                self._succeeded(args, kwargs, result, time.perf_counter() - start,
+                                read_features, read_output)  # fmt: skip
+                return result
+
+            return cast(_F, wrapper)
+
+        return decorate(func) if func is not None else decorate
+
+    def _failed(self, exc: Exception, elapsed: float) -> None:
+        try:
+            self.record_error(exc)
+            self.observe_latency(elapsed)
+        except Exception:
+            self._monitor_errors.inc()
+
+    def _succeeded(
+        self,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        result: Any,
+        elapsed: float,
+        read_features: Callable[..., Mapping[str, Any]],
+        read_output: Callable[[Any], tuple[Any, float | None]],
+    ) -> None:
+        try:
+            row = read_features(*args, **kwargs)
+            prediction, confidence = read_output(result)
+        except Exception:
+            self._monitor_errors.inc()
+            log.exception("model monitor %s could not read a call's inputs/outputs", self.name)
+            self.observe_latency(elapsed)
+            return
+        self.observe(row, prediction, confidence, latency_seconds=elapsed)
+
+    # -- drift ---------------------------------------------------------------------------------
+
+    def _seal(self, tick_start: float) -> None:
+        for watch in self._watches():
+            watch.stream.seal(tick_start)
+
+    def _watches(self) -> Iterator[_NumericWatch | _CategoricalWatch]:
+        yield from self._numeric
+        yield from self._categorical
+        if self._output_numeric is not None:
+            yield self._output_numeric
+        if self._output_categorical is not None:
+            yield self._output_categorical
+
+    @property
+    def windows(self) -> list[str]:
+        return [s.name for s in self._specs]
+
+    def drift(self, *, max_age: float | None = None) -> DriftSnapshot:
+        """Drift of every watched feature and the output, per window.
+
+        A snapshot younger than ``max_age`` seconds (default ``drift_cache_seconds``) is reused,
+        so frequent scrapes cost nothing; pass ``max_age=0`` to force a fresh one.
+        """
+        limit = self.drift_cache_seconds if max_age is None else max_age
+        cached = self._drift_cache
+        now = self._clock()
+        if cached is not None and 0 <= now - cached.taken_at < limit:
+            return cached
+        with self._drift_lock:
+            cached = self._drift_cache
+            now = self._clock()
+            if cached is not None and 0 <= now - cached.taken_at < limit:
+                return cached
+            snapshot = self._compute_drift(now)
+            self._drift_cache = snapshot
+            return snapshot
+
+    def _compute_drift(self, now: float) -> DriftSnapshot:
+        views = {}
+        with self._lock:
+            ended = self._ticks.advance()
+            if ended is not None:
+                self._seal(ended[1])
+            for watch in self._watches():
+                for spec in self._specs:
+                    with_sample = isinstance(watch, _NumericWatch)
+                    views[(watch.name, spec.name)] = watch.stream.view(
+                        spec.name, now, with_sample=with_sample
+                    )
+        result: dict[str, dict[str, FeatureDrift]] = {}
+        for watch in self._watches():
+            per_window = result.setdefault(watch.name, {})
+            for spec in self._specs:
+                view = views[(watch.name, spec.name)]
+                if isinstance(watch, _NumericWatch):
+                    per_window[spec.name] = self._numeric_drift(watch, spec.name, view)
+                else:
+                    per_window[spec.name] = self._categorical_drift(watch, spec.name, view)
+        return DriftSnapshot(taken_at=now, features=result)
+
+    def _numeric_drift(self, watch: _NumericWatch, window: str, view: Any) -> FeatureDrift:
+        counts = view.totals[: watch.sum_index]
+        samples = int(round(counts.sum()))
+        if samples < self.min_samples:
+            return FeatureDrift(watch.name, window, "numeric", samples, ready=False)
+        ref = watch.ref
+        ks = stats.ks_2samp_sorted(watch.sample, view.sample)
+        z = stats.mean_zscore(ref.mean, ref.std, float(view.totals[watch.sum_index]), samples)
+        return FeatureDrift(
+            watch.name, window, "numeric", samples, ready=True,
+            psi=stats.psi(ref.reference_share, counts).statistic,
+            ks_statistic=_finite_or_none(ks.statistic),
+            ks_pvalue=_finite_or_none(ks.pvalue),
+            zscore=_finite_or_none(z.statistic),
+            current_mean=_finite_or_none(z.current_mean),
+            js_distance=_finite_or_none(stats.js_distance(ref.reference_share, counts)),
+        )  # fmt: skip
+
+    def _categorical_drift(
+        self, watch: _CategoricalWatch, window: str, view: Any
+    ) -> FeatureDrift:
+        counts = view.totals
+        samples = int(round(counts.sum()))
+        if samples < self.min_samples:
+            return FeatureDrift(watch.name, window, "categorical", samples, ready=False)
+        share = watch.ref.reference_share
+        return FeatureDrift(
+            watch.name, window, "categorical", samples, ready=True,
+            psi=stats.psi(share, counts).statistic,
+            js_distance=_finite_or_none(stats.js_distance(share, counts)),
+            chi2_pvalue=_finite_or_none(stats.chi_square(share, counts).pvalue),
+        )  # fmt: skip
+
+
+class _WrongType:
+    def __repr__(self) -> str:
+        return "<wrong type>"
+
+
+_WRONG_TYPE = _WrongType()
+
+
+def _batch_key(value: Any) -> Any:
+    if type(value) is str:
+        return value
+    if isinstance(value, (list, dict, tuple, set, bytes)):
+        return _WRONG_TYPE
+    if value is pd.NA or value is pd.NaT:
+        return None
+    return category_key(value)
+
+
+def _absent_getter(name: str, default: Any = None) -> Any:
+    return _ABSENT
+
+
+def _default_features(*args: Any, **kwargs: Any) -> Mapping[str, Any]:
+    if "features" in kwargs:
+        return cast(Mapping[str, Any], kwargs["features"])
+    for arg in args:
+        if isinstance(arg, Mapping):
+            return arg
+    return {}
+
+
+def _default_output(result: Any) -> tuple[Any, float | None]:
+    if isinstance(result, tuple) and len(result) == 2:
+        return result[0], result[1]
+    if isinstance(result, Mapping) and "prediction" in result:
+        return result["prediction"], result.get("confidence")
+    return result, None
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
+
+
+def _is_finite_number(value: Any) -> bool:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
+
+
+def _numeric_reason(value: Any) -> str:
+    if value is None:
+        return "missing"
+    if isinstance(value, (float, np.floating)):
+        return "nan" if value != value else "inf"
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return "inf"
+    return "wrong_type"

@@ -1,0 +1,362 @@
+"""Reference profiles: what the training data looked like, saved once as JSON.
+
+A profile holds, per watched feature, everything drift needs later without the training data:
+bin edges from the reference alone, the reference share per bin, moments, the missing rate and a
+sorted sample for KS. The model's output is profiled the same way (under :data:`OUTPUT`) so output
+drift uses the same machinery as input drift.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from exporter import stats
+
+#: Version of the JSON layout; bumped when a reader of the old layout would misread the new one.
+SCHEMA_VERSION = 1
+#: Bucket for categories outside the top-K (and classes beyond ``max_classes``).
+OTHER = "__other__"
+#: Feature name under which the model's output is profiled and exported.
+OUTPUT = "__prediction__"
+#: How many categories seen in training, beyond the top-K, the profile remembers so that a value
+#: never seen in training can be told from a rare one. Past this the vocabulary is marked
+#: incomplete and unseen values simply go to ``__other__``.
+MAX_KNOWN_CATEGORIES = 10_000
+#: Tolerance for reference shares summing to 1 after a JSON round trip.
+_SHARE_SUM_TOLERANCE = 1e-6
+
+
+class ProfileError(ValueError):
+    """A profile that cannot be built or loaded; the message names the file, field and problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_shares(share: list[float], expected_len: int, what: str) -> None:
+    if len(share) != expected_len:
+        raise ValueError(f"reference_share has {len(share)} entries, {what} need {expected_len}")
+    if any(not math.isfinite(s) or s < 0 for s in share):
+        raise ValueError("reference_share entries must be finite and >= 0")
+    if abs(sum(share) - 1.0) > _SHARE_SUM_TOLERANCE:
+        raise ValueError(f"reference_share must sum to 1, sums to {sum(share):.6f}")
+
+
+class NumericFeature(_Strict):
+    """Reference of a numeric feature; see :mod:`exporter.stats` for the bin convention."""
+
+    kind: Literal["numeric"] = "numeric"
+    edges: list[float]
+    reference_share: list[float]
+    mean: float
+    std: float = Field(ge=0)
+    count: int = Field(ge=1)
+    missing_rate: float = Field(ge=0, le=1)
+    min: float
+    max: float
+    sample: list[float] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NumericFeature:
+        if any(not math.isfinite(e) for e in self.edges):
+            raise ValueError("edges must be finite")
+        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
+            raise ValueError("edges must be strictly increasing")
+        _check_shares(self.reference_share, len(self.edges) + 1, f"{len(self.edges)} edges")
+        if any(b < a for a, b in zip(self.sample, self.sample[1:], strict=False)):
+            raise ValueError("sample must be sorted ascending")
+        if not all(math.isfinite(v) for v in (self.mean, self.std, self.min, self.max)):
+            raise ValueError("mean, std, min and max must be finite")
+        return self
+
+    @property
+    def bin_labels(self) -> list[str]:
+        """Label values of the ``bin`` label: zero-padded indexes, so they sort as numbers."""
+        return [f"{i:02d}" for i in range(len(self.edges) + 1)]
+
+
+class CategoricalFeature(_Strict):
+    """Reference of a categorical feature: top-K categories plus ``__other__``."""
+
+    kind: Literal["categorical"] = "categorical"
+    categories: list[str]
+    reference_share: list[float]
+    count: int = Field(ge=1)
+    missing_rate: float = Field(ge=0, le=1)
+    known_other: list[str] = Field(default_factory=list)
+    known_other_complete: bool = True
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CategoricalFeature:
+        if len(set(self.categories)) != len(self.categories):
+            raise ValueError("categories must be unique")
+        if OTHER in self.categories:
+            raise ValueError(f"{OTHER!r} is reserved and cannot be a category")
+        _check_shares(
+            self.reference_share,
+            len(self.categories) + 1,
+            f"{len(self.categories)} categories plus {OTHER}",
+        )
+        return self
+
+    @property
+    def bin_labels(self) -> list[str]:
+        return [*self.categories, OTHER]
+
+
+FeatureReference = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
+
+
+class ReferenceProfile(_Strict):
+    """What the training data looked like, per feature and for the model's output.
+
+    Build it with :meth:`from_frame`, keep it with :meth:`save`, read it back with :meth:`load`.
+    """
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    created_at: str = ""
+    bins: int = Field(default=10, ge=1)
+    top_k: int = Field(default=20, ge=1)
+    sample_size: int = Field(default=10_000, ge=1)
+    features: dict[str, FeatureReference]
+    output: FeatureReference | None = None
+
+    # -- building ------------------------------------------------------------------------------
+
+    @classmethod
+    def from_frame(
+        cls,
+        frame: pd.DataFrame,
+        numeric: Sequence[str] = (),
+        categorical: Sequence[str] = (),
+        target: str | None = None,
+        *,
+        target_kind: Literal["auto", "numeric", "categorical"] = "auto",
+        bins: int = 10,
+        top_k: int = 20,
+        sample_size: int = 10_000,
+        seed: int = 0,
+    ) -> ReferenceProfile:
+        """Profile the columns of a training frame.
+
+        ``target`` is the column whose distribution the model's output should follow (the label,
+        or the model's predictions on the training data). ``target_kind="auto"`` profiles it as
+        categorical when it is not a float column or has at most ``top_k`` distinct values, and as
+        numeric otherwise. ``seed`` fixes which rows the KS sample keeps when there are more than
+        ``sample_size``, so the same data gives the same file.
+        """
+        if bins < 1 or top_k < 1 or sample_size < 1:
+            raise ProfileError("bins, top_k and sample_size must each be at least 1")
+        overlap = set(numeric) & set(categorical)
+        if overlap:
+            raise ProfileError(f"columns listed as numeric and categorical: {sorted(overlap)}")
+        wanted = [*numeric, *categorical, *([target] if target else [])]
+        absent = [c for c in wanted if c not in frame.columns]
+        if absent:
+            raise ProfileError(
+                f"columns not in the data: {absent}; the data has {list(frame.columns)}"
+            )
+        if not numeric and not categorical:
+            raise ProfileError("no features to profile: name at least one numeric or categorical")
+        rng = np.random.default_rng(seed)
+        features: dict[str, NumericFeature | CategoricalFeature] = {}
+        for name in numeric:
+            features[name] = _profile_numeric(frame[name], name, bins, sample_size, rng)
+        for name in categorical:
+            features[name] = _profile_categorical(frame[name], name, top_k)
+        output: NumericFeature | CategoricalFeature | None = None
+        if target is not None:
+            kind = target_kind if target_kind != "auto" else _guess_kind(frame[target], top_k)
+            if kind == "numeric":
+                output = _profile_numeric(frame[target], target, bins, sample_size, rng)
+            else:
+                output = _profile_categorical(frame[target], target, top_k)
+        return cls(
+            created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            bins=bins,
+            top_k=top_k,
+            sample_size=sample_size,
+            features=features,
+            output=output,
+        )
+
+    # -- persistence ---------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the profile as JSON, atomically (a crash never leaves half a file)."""
+        target = Path(path)
+        payload = self.model_dump_json(indent=1)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(payload)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> ReferenceProfile:
+        """Read and validate a profile; any problem raises :class:`ProfileError` naming it."""
+        where = str(path)
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ProfileError(f"{where}: cannot read the profile: {exc}") from exc
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ProfileError(
+                f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
+            ) from exc
+        return cls.from_document(document, source=where)
+
+    @classmethod
+    def from_document(cls, document: Any, *, source: str = "<profile>") -> ReferenceProfile:
+        """Validate a decoded JSON document (see :meth:`load`)."""
+        if not isinstance(document, dict):
+            raise ProfileError(f"{source}: the profile must be a JSON object")
+        version = document.get("schema_version")
+        if isinstance(version, int) and not isinstance(version, bool):
+            if version > SCHEMA_VERSION:
+                raise ProfileError(
+                    f"{source}: schema_version: {version} was written by a newer exporter; "
+                    f"this one reads up to {SCHEMA_VERSION}. Upgrade the exporter."
+                )
+        try:
+            return cls.model_validate(document)
+        except ValidationError as exc:
+            raise ProfileError(f"{source}: {_describe(exc)}") from None
+
+    # -- use -----------------------------------------------------------------------------------
+
+    def fingerprint(self) -> str:
+        """Short content hash, exported as ``model_info{reference=...}`` to tell profiles apart."""
+        digest = hashlib.sha256(self.model_dump_json(exclude={"created_at"}).encode("utf-8"))
+        return digest.hexdigest()[:12]
+
+    def require(self, names: Sequence[str], *, source: str = "the reference profile") -> None:
+        """Fail clearly when a feature the monitor should watch is not in the profile."""
+        absent = [n for n in names if n not in self.features]
+        if absent:
+            raise ProfileError(
+                f"{source}: features {absent} are watched but not profiled; "
+                f"the profile has {sorted(self.features)}"
+            )
+
+
+def _describe(exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors()[:5]:
+        location = ".".join(str(part) for part in error["loc"]) or "(top level)"
+        problems.append(f"{location}: {error['msg']}")
+    more = exc.error_count() - len(problems)
+    return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
+
+
+def _guess_kind(column: pd.Series, top_k: int) -> Literal["numeric", "categorical"]:
+    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
+        return "categorical"
+    if pd.api.types.is_integer_dtype(column) and column.nunique(dropna=True) <= top_k:
+        return "categorical"
+    return "numeric"
+
+
+def _profile_numeric(
+    column: pd.Series, name: str, bins: int, sample_size: int, rng: np.random.Generator
+) -> NumericFeature:
+    total = len(column)
+    if total == 0:
+        raise ProfileError(f"column {name!r}: the data has no rows")
+    if pd.api.types.is_bool_dtype(column):
+        numbers = column.astype("float64")
+    else:
+        numbers = pd.to_numeric(column, errors="coerce")
+        unparsable = numbers.isna() & column.notna()
+        if unparsable.any():
+            row = unparsable.idxmax()
+            raise ProfileError(
+                f"column {name!r} is listed as numeric but row {row} holds {column[row]!r}; "
+                "list it as categorical or clean the data"
+            )
+    values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        raise ProfileError(f"column {name!r} has no finite values to profile")
+    edges = stats.quantile_edges(finite, bins)
+    share = stats.shares(stats.bin_counts(finite, edges))
+    described = stats.moments(finite)
+    if finite.size > sample_size:
+        kept = rng.choice(finite, size=sample_size, replace=False)
+    else:
+        kept = finite
+    return NumericFeature(
+        edges=edges.tolist(),
+        reference_share=share.tolist(),
+        mean=described.mean,
+        std=described.std,
+        count=int(finite.size),
+        missing_rate=float(1 - finite.size / total),
+        min=float(finite.min()),
+        max=float(finite.max()),
+        sample=np.sort(kept).tolist(),
+    )
+
+
+def category_key(value: Any) -> str | None:
+    """The string a category value is compared as; ``None`` for a missing value.
+
+    Whole floats compare as integers (``3.0`` and ``3`` are the same category) because pandas turns
+    an integer column with gaps into floats.
+    """
+    if value is None:
+        return None
+    if isinstance(value, float):
+        if math.isnan(value):
+            return None
+        if value.is_integer():
+            return str(int(value))
+    if isinstance(value, np.generic):
+        return category_key(value.item())
+    return str(value)
+
+
+def _profile_categorical(column: pd.Series, name: str, top_k: int) -> CategoricalFeature:
+    total = len(column)
+    if total == 0:
+        raise ProfileError(f"column {name!r}: the data has no rows")
+    keys = pd.Series([category_key(v) for v in column.tolist()], dtype=object).dropna()
+    if keys.empty:
+        raise ProfileError(f"column {name!r} has no values to profile")
+    if (keys == OTHER).any():
+        raise ProfileError(f"column {name!r} holds the reserved value {OTHER!r}")
+    counts = keys.value_counts(sort=True)
+    top = counts.iloc[:top_k]
+    rest = counts.iloc[top_k:]
+    share = [*(top / len(keys)).tolist(), float(rest.sum() / len(keys))]
+    share[-1] = max(0.0, 1.0 - sum(share[:-1]))  # exact sum 1 despite rounding
+    known = [str(k) for k in rest.index[:MAX_KNOWN_CATEGORIES]]
+    return CategoricalFeature(
+        categories=[str(k) for k in top.index],
+        reference_share=share,
+        count=int(len(keys)),
+        missing_rate=float(1 - len(keys) / total),
+        known_other=known,
+        known_other_complete=len(rest) <= MAX_KNOWN_CATEGORIES,
+    )
