@@ -207,9 +207,7 @@ class RegistryState:
     drift: DriftCollector
 
 
-_STATES: weakref.WeakKeyDictionary[CollectorRegistry, RegistryState] = (
-    weakref.WeakKeyDictionary()
-)
+_STATES: weakref.WeakKeyDictionary[CollectorRegistry, RegistryState] = weakref.WeakKeyDictionary()
 _STATES_LOCK = threading.Lock()
 
 

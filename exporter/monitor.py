@@ -189,7 +189,7 @@ class _CategoricalWatch:
 
     def take(self, value: object) -> None:
         if type(value) is str:
-            key: str | None = cast(str, value)
+            key: str | None = value
         elif value is _ABSENT:
             key = None
         elif isinstance(value, (list, dict, tuple, set, bytes)):
@@ -827,9 +827,7 @@ class ModelMonitor:
             js_distance=_finite_or_none(stats.js_distance(ref.reference_share, counts)),
         )  # fmt: skip
 
-    def _categorical_drift(
-        self, watch: _CategoricalWatch, window: str, view: Any
-    ) -> FeatureDrift:
+    def _categorical_drift(self, watch: _CategoricalWatch, window: str, view: Any) -> FeatureDrift:
         counts = view.totals
         samples = int(round(counts.sum()))
         if samples < self.min_samples:

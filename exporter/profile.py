@@ -126,7 +126,7 @@ class ReferenceProfile(_Strict):
     Build it with :meth:`from_frame`, keep it with :meth:`save`, read it back with :meth:`load`.
     """
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     created_at: str = ""
     bins: int = Field(default=10, ge=1)
     top_k: int = Field(default=20, ge=1)
@@ -290,9 +290,10 @@ def _profile_numeric(
         numbers = pd.to_numeric(column, errors="coerce")
         unparsable = numbers.isna() & column.notna()
         if unparsable.any():
-            row = unparsable.idxmax()
+            bad = column[unparsable]
             raise ProfileError(
-                f"column {name!r} is listed as numeric but row {row} holds {column[row]!r}; "
+                f"column {name!r} is listed as numeric but row {bad.index[0]} holds "
+                f"{bad.iloc[0]!r}; "
                 "list it as categorical or clean the data"
             )
     values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
@@ -311,7 +312,7 @@ def _profile_numeric(
         reference_share=share.tolist(),
         mean=described.mean,
         std=described.std,
-        count=int(finite.size),
+        count=described.n,
         missing_rate=float(1 - finite.size / total),
         min=float(finite.min()),
         max=float(finite.max()),

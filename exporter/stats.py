@@ -167,7 +167,8 @@ def ks_2samp_sorted(reference_sorted: npt.ArrayLike, current: npt.ArrayLike) -> 
     cdf_ref = np.searchsorted(ref, points, side="right") / n
     cdf_cur = np.searchsorted(cur, points, side="right") / m
     statistic = float(np.max(np.abs(cdf_ref - cdf_cur)))
-    effective_n = round(n * m / (n + m))
+    # scipy's asymptotic method rounds n*m/(n+m); at least 1 so two single values still work.
+    effective_n = max(1, round(n * m / (n + m)))
     pvalue = float(np.clip(sps.kstwo.sf(statistic, effective_n), 0.0, 1.0))
     return KsResult(statistic, pvalue)
 
@@ -242,7 +243,7 @@ class Moments(NamedTuple):
 
     mean: float
     std: float
-    count: int
+    n: int
 
 
 def moments(values: npt.ArrayLike) -> Moments:

@@ -1,11 +1,11 @@
 """Time-sliced sliding windows of additive statistics, with a bounded sample for KS.
 
 A stream (one feature, or the model's output) keeps a fixed-length vector of additive statistics:
-bin counts and a sum, for example. Values land in a *live tick* (plain Python lists, so the hot path
-is an index and an add); when the clock moves to the next tick the live tick is *sealed* into every
-window's ring of slices with numpy. A window's value is the sum of its unexpired slices plus the live
-tick. Memory is ``slices x width`` floats and ``slices x sample_size`` values per window, whatever the
-traffic; a value leaves a window when its slice expires, so windows are exact to one slice.
+bin counts and a sum, for example. Values land in a *live tick* (plain Python lists, so the hot
+path is an index and an add); when the clock moves to the next tick the live tick is *sealed* into
+every window's ring of slices with numpy. A window's value is the sum of its unexpired slices plus
+the live tick. Memory is ``slices x width`` floats and ``slices x sample_size`` values per window,
+whatever the traffic; a value leaves a window when its slice expires (windows are exact to a slice).
 
 Nothing here knows about Prometheus; the clock is passed in, so tests move time instead of sleeping.
 """
@@ -147,9 +147,9 @@ def merge_samples(
 ) -> npt.NDArray[np.float64]:
     """Combine uniform samples of disjoint streams into one approximately uniform sample.
 
-    Each part is ``(sample, seen)``: a uniform sample of a stream that had ``seen`` values. Each part
-    contributes in proportion to ``seen`` (rounded, and capped by what it holds), so a busy slice is
-    not under-represented next to a quiet one. When everything fits, everything is kept.
+    Each part is ``(sample, seen)``: a uniform sample of a stream that had ``seen`` values. Each
+    part contributes in proportion to ``seen`` (rounded, and capped by what it holds), so a busy
+    slice is not under-represented next to a quiet one. When everything fits, everything is kept.
     """
     kept = [(np.asarray(s, dtype=np.float64), n) for s, n in parts if n > 0 and len(s) > 0]
     if not kept:
@@ -264,7 +264,7 @@ class TickClock:
         self.current = int(clock() // self.seconds)
 
     def advance(self) -> tuple[float, float] | None:
-        """``(now, start of the ended tick)`` when the tick changed since the last call, else None."""
+        """``(now, start of the ended tick)`` if the tick changed since the last call, else None."""
         now = self.clock()
         tick = int(now // self.seconds)
         if tick == self.current:
