@@ -38,7 +38,7 @@ def parse_duration(text: str) -> int:
         raise ValueError(f"{text!r} is not a duration like 30s, 5m, 1h, 1d or 1w")
     seconds = int(match.group(1)) * _UNIT_SECONDS[match.group(2)]
     if seconds <= 0:
-        raise ValueError(f"{text!r} must be longer than zero")
+        raise ValueError(f"duration {text!r} must be longer than zero")
     return seconds
 
 
@@ -158,9 +158,18 @@ def merge_samples(
     total_seen = sum(n for _, n in kept)
     if held <= size and all(len(s) == n for s, n in kept):
         return np.concatenate([s for s, _ in kept])
+    # Largest-remainder allocation: shares proportional to `seen`, never more than `size` in all.
+    quotas = np.array([size * n / total_seen for _, n in kept])
+    takes = np.minimum(np.floor(quotas).astype(np.int64), [len(s) for s, _ in kept])
+    spare = size - int(takes.sum())
+    for i in np.argsort(-(quotas - np.floor(quotas)), kind="stable"):
+        if spare <= 0:
+            break
+        if takes[i] < len(kept[i][0]):
+            takes[i] += 1
+            spare -= 1
     chosen = []
-    for sample, seen in kept:
-        take = min(len(sample), round(size * seen / total_seen))
+    for (sample, _), take in zip(kept, takes.tolist(), strict=True):
         if take >= len(sample):
             chosen.append(sample)
         elif take > 0:

@@ -1,0 +1,477 @@
+"""ModelMonitor: what a user reads in the registry after observing predictions."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import subprocess
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from scipy import stats as sps
+
+from exporter import ModelMonitor, ProfileError, ReferenceProfile, stats
+from exporter.profile import OTHER, OUTPUT, NumericFeature
+from tests.binaries import require_binary
+
+
+class Clock:
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def registry() -> CollectorRegistry:
+    return CollectorRegistry()
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture(scope="module")
+def profile() -> ReferenceProfile:
+    rng = np.random.default_rng(11)
+    n = 20_000
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(0, 1, n),
+            "y": rng.uniform(0, 10, n),
+            "color": rng.choice(["red", "green", "blue"], n, p=[0.5, 0.3, 0.2]),
+            "label": rng.choice(["cat", "dog", "bird"], n, p=[0.6, 0.3, 0.1]),
+        }
+    )
+    return ReferenceProfile.from_frame(frame, ["x", "y"], ["color"], target="label")
+
+
+def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    found = registry.get_sample_value(name, labels)
+    return 0.0 if found is None else found
+
+
+def test_acceptance_psi_ks_and_z_on_a_half_sigma_shift(
+    registry: CollectorRegistry, clock: Clock
+) -> None:
+    """Reference N(0,1), window N(0.5,1): the numbers the issue asks for."""
+    rng = np.random.default_rng(5)
+    reference = ReferenceProfile.from_frame(
+        pd.DataFrame({"x": rng.normal(0, 1, 50_000)}), ["x"], sample_size=10_000
+    )
+    monitor = ModelMonitor("m", reference=reference, registry=registry, clock=clock,
+                           sample_size=2_000)  # fmt: skip
+    window = rng.normal(0.5, 1, 5_000)
+    for x in window:
+        monitor.observe({"x": float(x)}, "a")
+    drift = monitor.drift()["x"]["5m"]
+    ref = reference.features["x"]
+    assert isinstance(ref, NumericFeature)
+
+    # PSI: exactly the PSI of the same sample against the reference deciles.
+    expected_psi = stats.psi(ref.reference_share, stats.bin_counts(window, ref.edges)).statistic
+    assert drift.psi == pytest.approx(expected_psi, rel=1e-12)
+    assert 0.2 < expected_psi < 0.35  # a half-sigma shift is a significant PSI shift
+
+    # KS: scipy on the full window vs the full reference, within the reservoir's sampling error
+    # (the window keeps 2,000 of its 5,000 values; 1.36/sqrt(2000) is the 95% DKW-style band).
+    full = sps.ks_2samp(ref.sample, window).statistic
+    assert drift.ks_statistic == pytest.approx(full, abs=1.36 / math.sqrt(2_000))
+    assert drift.ks_pvalue is not None and drift.ks_pvalue < 1e-10
+
+    # z-score: |mean - ref mean| / ref std, exactly on the data, and about 0.5.
+    assert drift.zscore == pytest.approx(abs(window.mean() - ref.mean) / ref.std, rel=1e-9)
+    assert drift.zscore == pytest.approx(0.5, abs=0.05)
+
+
+def test_drift_gauges_absent_below_min_samples(
+    registry: CollectorRegistry, clock: Clock, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry, clock=clock, min_samples=100)
+    for i in range(99):
+        monitor.observe({"x": 0.1 * (i % 7), "y": 1.0, "color": "red"}, "cat", 0.9)
+    labels = {"model": "m", "version": "unversioned", "feature": "x", "window": "5m"}
+    assert registry.get_sample_value("model_feature_psi", labels) is None
+    assert registry.get_sample_value("model_feature_zscore", labels) is None
+    assert registry.get_sample_value("model_feature_window_samples", labels) == 99
+    monitor.observe({"x": 0.0, "y": 1.0, "color": "red"}, "cat", 0.9)
+    clock.now += monitor.drift_cache_seconds  # let the cached snapshot expire
+    assert registry.get_sample_value("model_feature_psi", labels) is not None
+    assert not math.isnan(registry.get_sample_value("model_feature_psi", labels) or math.nan)
+
+
+def test_values_expire_from_short_windows_only(
+    registry: CollectorRegistry, clock: Clock, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry, clock=clock, min_samples=10)
+    for _ in range(50):
+        monitor.observe({"x": 0.0, "y": 1.0, "color": "red"}, "cat")
+    clock.now += 6 * 60
+    snapshot = monitor.drift(max_age=0)
+    assert snapshot["x"]["5m"].samples == 0 and not snapshot["x"]["5m"].ready
+    assert snapshot["x"]["1h"].samples == 50 and snapshot["x"]["1h"].ready
+    clock.now += 2 * 86400
+    assert monitor.drift(max_age=0)["x"]["1d"].samples == 0
+
+
+def test_counters_bins_and_reference_ratios(
+    registry: CollectorRegistry, clock: Clock, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", version="v2", reference=profile, registry=registry, clock=clock)
+    xs = [-3.0, -0.1, 0.0, 0.2, 5.0]
+    for x in xs:
+        monitor.observe({"x": x, "y": 2.0, "color": "green"}, "dog", 0.95, latency_seconds=0.02)
+    base = {"model": "m", "version": "v2"}
+    ref = profile.features["x"]
+    assert isinstance(ref, NumericFeature)
+    counts = stats.bin_counts(xs, ref.edges)
+    for i, label in enumerate(ref.bin_labels):
+        assert (
+            value(registry, "model_feature_bin_total", **base, feature="x", bin=label) == counts[i]
+        )
+        ratio = value(registry, "model_feature_reference_ratio", **base, feature="x", bin=label)
+        assert ratio == pytest.approx(ref.reference_share[i])
+    positive = value(
+        registry, "model_feature_value_sum_total", **base, feature="x", sign="positive"
+    )
+    negative = value(
+        registry, "model_feature_value_sum_total", **base, feature="x", sign="negative"
+    )
+    assert positive == pytest.approx(5.2)
+    assert negative == pytest.approx(3.1)
+    assert value(registry, "model_feature_bin_total", **base, feature="color", bin="green") == 5
+    assert value(registry, "model_feature_bin_total", **base, feature=OUTPUT, bin="dog") == 5
+    predicted = {"predicted": "dog", "confidence_bucket": "high"}
+    assert value(registry, "model_predictions_total", **base, **predicted) == 5
+    assert value(registry, "model_prediction_confidence_count", **base) == 5
+    assert value(registry, "model_prediction_duration_seconds_count", **base) == 5
+    assert value(registry, "model_info", **base, stage="production",
+                 reference=profile.fingerprint()) == 1  # fmt: skip
+    # Known classes (from the profile's output) start at zero so rate() works from the start.
+    zero = registry.get_sample_value(
+        "model_predictions_total", {**base, "predicted": "bird", "confidence_bucket": "low"}
+    )
+    assert zero == 0
+
+
+@pytest.mark.parametrize(
+    ("row", "feature", "reason"),
+    [
+        ({"y": 1.0, "color": "red"}, "x", "missing"),
+        ({"x": None, "y": 1.0, "color": "red"}, "x", "missing"),
+        ({"x": float("nan"), "y": 1.0, "color": "red"}, "x", "nan"),
+        ({"x": float("inf"), "y": 1.0, "color": "red"}, "x", "inf"),
+        ({"x": -float("inf"), "y": 1.0, "color": "red"}, "x", "inf"),
+        ({"x": 10**400, "y": 1.0, "color": "red"}, "x", "inf"),
+        ({"x": "3.5", "y": 1.0, "color": "red"}, "x", "wrong_type"),
+        ({"x": [1.0], "y": 1.0, "color": "red"}, "x", "wrong_type"),
+        ({"x": {"a": 1}, "y": 1.0, "color": "red"}, "x", "wrong_type"),
+        ({"x": 1.0, "y": 1.0}, "color", "missing"),
+        ({"x": 1.0, "y": 1.0, "color": None}, "color", "missing"),
+        ({"x": 1.0, "y": 1.0, "color": "purple"}, "color", "unknown_category"),
+        ({"x": 1.0, "y": 1.0, "color": ["red"]}, "color", "wrong_type"),
+    ],
+)
+def test_bad_values_are_counted_and_the_rest_of_the_row_still_counts(
+    registry: CollectorRegistry,
+    clock: Clock,
+    profile: ReferenceProfile,
+    row: dict,
+    feature: str,
+    reason: str,
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry, clock=clock)
+    assert isinstance(monitor.observe(row, "cat", 0.7), str)
+    base = {"model": "m", "version": "unversioned"}
+    assert value(registry, "model_input_invalid_total", **base, feature=feature, reason=reason) == 1
+    total_invalid = sum(
+        s.value
+        for metric in registry.collect()
+        if metric.name == "model_input_invalid"
+        for s in metric.samples
+        if s.name.endswith("_total")
+    )
+    assert total_invalid == 1
+    valid_features = {"x", "y", "color"} - {feature}
+    for name in valid_features:
+        counted = sum(
+            s.value
+            for metric in registry.collect()
+            if metric.name == "model_feature_bin"
+            for s in metric.samples
+            if s.name.endswith("_total") and s.labels["feature"] == name
+        )
+        assert counted == 1, name
+    assert monitor.drift(max_age=0)[feature]["5m"].samples == 0  # kept out of drift
+
+
+def test_rows_that_are_not_mappings_count_every_feature_missing(
+    registry: CollectorRegistry, clock: Clock, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry, clock=clock)
+    monitor.observe(None, "cat")  # type: ignore[arg-type]
+    monitor.observe([1, 2, 3], "cat")  # type: ignore[arg-type]
+    base = {"model": "m", "version": "unversioned"}
+    for feature in ("x", "y", "color"):
+        assert value(registry, "model_input_invalid_total", **base, feature=feature,
+                     reason="missing") == 2  # fmt: skip
+
+
+def test_bad_predictions_and_confidences_are_counted(
+    registry: CollectorRegistry, clock: Clock, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry, clock=clock)
+    row = {"x": 1.0, "y": 1.0, "color": "red"}
+    monitor.observe(row, None)
+    monitor.observe(row, ["cat"])
+    monitor.observe(row, "cat", confidence=1.5)
+    monitor.observe(row, "cat", confidence=float("nan"))
+    monitor.observe(row, "cat", confidence="high")  # type: ignore[arg-type]
+    base = {"model": "m", "version": "unversioned"}
+    assert value(registry, "model_input_invalid_total", **base, feature=OUTPUT,
+                 reason="missing") == 1  # fmt: skip
+    assert value(registry, "model_input_invalid_total", **base, feature=OUTPUT,
+                 reason="wrong_type") == 1  # fmt: skip
+    assert value(registry, "model_input_invalid_total", **base, feature="__confidence__",
+                 reason="wrong_type") == 2  # fmt: skip
+    assert value(registry, "model_input_invalid_total", **base, feature="__confidence__",
+                 reason="nan") == 1  # fmt: skip
+    assert value(registry, "model_predictions_total", **base, predicted="cat",
+                 confidence_bucket="none") == 3  # fmt: skip
+
+
+def test_classes_beyond_the_cap_go_to_other(registry: CollectorRegistry, clock: Clock) -> None:
+    monitor = ModelMonitor("m", registry=registry, clock=clock, max_classes=3)
+    for i in range(10):
+        monitor.observe({}, f"class-{i}", 0.9)
+    base = {"model": "m", "version": "unversioned", "confidence_bucket": "high"}
+    assert value(registry, "model_predictions_total", **base, predicted=OTHER) == 7
+    labels = {
+        s.labels["predicted"]
+        for metric in registry.collect()
+        if metric.name == "model_predictions"
+        for s in metric.samples
+    }
+    assert labels == {"class-0", "class-1", "class-2", OTHER}
+
+
+def test_regression_monitor_exports_output_drift(registry: CollectorRegistry, clock: Clock) -> None:
+    rng = np.random.default_rng(2)
+    frame = pd.DataFrame({"miles": rng.gamma(2, 2, 5_000), "fare": rng.gamma(3, 4, 5_000)})
+    reference = ReferenceProfile.from_frame(frame, ["miles"], target="fare")
+    monitor = ModelMonitor("fare", task="regression", reference=reference, registry=registry,
+                           clock=clock, min_samples=10)  # fmt: skip
+    for miles, fare in zip(frame.miles[:200], frame.fare[:200] * 3, strict=True):
+        monitor.observe({"miles": float(miles)}, float(fare))
+    monitor.observe({"miles": 1.0}, "expensive")
+    base = {"model": "fare", "version": "unversioned"}
+    assert value(registry, "model_predictions_total", **base, predicted="",
+                 confidence_bucket="none") == 201  # fmt: skip
+    assert value(registry, "model_input_invalid_total", **base, feature=OUTPUT,
+                 reason="wrong_type") == 1  # fmt: skip
+    output = monitor.drift()[OUTPUT]["1h"]
+    assert output.ready and output.psi is not None and output.psi > 0.25
+
+
+def test_construction_errors_are_clear(profile: ReferenceProfile) -> None:
+    registry = CollectorRegistry()
+    with pytest.raises(ValueError, match="task must be one of"):
+        ModelMonitor("m", task="ranking", registry=registry)  # type: ignore[arg-type]
+    with pytest.raises(ProfileError, match=r"\['z'\] are watched but not profiled"):
+        ModelMonitor("m", reference=profile, features=["x", "z"], registry=registry)
+    with pytest.raises(ProfileError, match="task='regression' needs numeric bins"):
+        ModelMonitor("m", task="regression", reference=profile, registry=registry)
+    with pytest.raises(ValueError, match="duration"):
+        ModelMonitor("m", windows=("5 minutes",), registry=registry)
+    with pytest.raises(ValueError, match="domains"):
+        ModelMonitor("m", reference=profile, registry=registry, domains={"color": (0, 1)})
+
+
+def test_out_of_domain_values_are_counted(
+    registry: CollectorRegistry, clock: Clock, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry, clock=clock,
+                           domains={"y": (0.0, 10.0)})  # fmt: skip
+    monitor.observe({"x": 0.0, "y": -4.0, "color": "red"}, "cat")
+    monitor.observe({"x": 0.0, "y": 4.0, "color": "red"}, "cat")
+    base = {"model": "m", "version": "unversioned"}
+    assert value(registry, "model_input_invalid_total", **base, feature="y",
+                 reason="out_of_domain") == 1  # fmt: skip
+    assert monitor.drift(max_age=0)["y"]["5m"].samples == 1
+
+
+def test_eight_threads_get_exact_counts(
+    registry: CollectorRegistry, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry)
+    per_thread = 2_000
+
+    def work(seed: int) -> None:
+        rng = np.random.default_rng(seed)
+        for x in rng.normal(size=per_thread):
+            monitor.observe({"x": float(x), "y": 5.0, "color": "blue"}, "bird", 0.4)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    base = {"model": "m", "version": "unversioned"}
+    total = 8 * per_thread
+    assert value(registry, "model_predictions_total", **base, predicted="bird",
+                 confidence_bucket="low") == total  # fmt: skip
+    assert value(registry, "model_feature_bin_total", **base, feature="color", bin="blue") == total
+    drift = monitor.drift(max_age=0)
+    assert drift["x"]["5m"].samples == total
+    assert drift[OUTPUT]["1d"].samples == total
+
+
+def test_instrument_sync_counts_errors_and_reraises(
+    registry: CollectorRegistry, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry)
+
+    @monitor.instrument
+    def predict(features: dict) -> tuple[str, float]:
+        if features["x"] < 0:
+            raise ValueError("negative")
+        return "cat", 0.9
+
+    assert predict({"x": 1.0, "y": 2.0, "color": "red"}) == ("cat", 0.9)
+    with pytest.raises(ValueError, match="negative"):
+        predict({"x": -1.0, "y": 2.0, "color": "red"})
+    base = {"model": "m", "version": "unversioned"}
+    assert value(registry, "model_prediction_errors_total", **base, error="ValueError") == 1
+    assert value(registry, "model_prediction_duration_seconds_count", **base) == 2
+    assert value(registry, "model_predictions_total", **base, predicted="cat",
+                 confidence_bucket="high") == 1  # fmt: skip
+    assert predict.__name__ == "predict"
+
+
+def test_instrument_async_and_custom_readers(registry: CollectorRegistry) -> None:
+    monitor = ModelMonitor("m", registry=registry)
+
+    @monitor.instrument(features=lambda request: request["inputs"],
+                        output=lambda result: (result.label, result.p))  # fmt: skip
+    async def predict(request: dict) -> object:
+        await asyncio.sleep(0)
+        if request.get("fail"):
+            raise KeyError("boom")
+        return type("Result", (), {"label": "dog", "p": 0.55})()
+
+    async def run() -> None:
+        await predict({"inputs": {}})
+        with pytest.raises(KeyError):
+            await predict({"inputs": {}, "fail": True})
+
+    asyncio.run(run())
+    base = {"model": "m", "version": "unversioned"}
+    assert value(registry, "model_predictions_total", **base, predicted="dog",
+                 confidence_bucket="medium") == 1  # fmt: skip
+    assert value(registry, "model_prediction_errors_total", **base, error="KeyError") == 1
+
+
+def test_a_broken_output_reader_never_breaks_the_prediction(registry: CollectorRegistry) -> None:
+    monitor = ModelMonitor("m", registry=registry)
+
+    @monitor.instrument(output=lambda result: result["missing"])
+    def predict(features: dict) -> dict:
+        return {"label": "x"}
+
+    assert predict({}) == {"label": "x"}
+    base = {"model": "m", "version": "unversioned"}
+    assert value(registry, "model_monitor_internal_errors_total", **base) == 1
+
+
+def test_batch_gives_the_same_counters_as_single_observes(profile: ReferenceProfile) -> None:
+    rng = np.random.default_rng(9)
+    n = 500
+    frame = pd.DataFrame(
+        {
+            "x": rng.normal(size=n),
+            "y": np.where(rng.random(n) < 0.1, np.nan, rng.uniform(0, 10, n)),
+            "color": rng.choice(np.array(["red", "green", "blue", "purple", None]), n),
+        }
+    )
+    frame.loc[3, "y"] = np.inf
+    predictions = rng.choice(["cat", "dog", "bird"], n)
+    confidences = rng.uniform(0, 1, n)
+    single, batch = CollectorRegistry(), CollectorRegistry()
+    clock = Clock()
+    one = ModelMonitor("m", reference=profile, registry=single, clock=clock)
+    many = ModelMonitor("m", reference=profile, registry=batch, clock=clock)
+    for row, prediction, confidence in zip(
+        frame.to_dict("records"), predictions, confidences, strict=True
+    ):
+        clean = {
+            str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()
+        }
+        one.observe(clean, str(prediction), float(confidence))
+    ids = many.observe_batch(frame, predictions, confidences)
+    assert len(ids) == n and len(set(ids)) == n
+
+    def samples(registry: CollectorRegistry) -> dict:
+        return {
+            (s.name, tuple(sorted(s.labels.items()))): s.value
+            for metric in registry.collect()
+            for s in metric.samples
+            if not s.name.endswith("_created") and metric.name != "model_info"
+        }
+
+    a, b = samples(single), samples(batch)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert a[key] == pytest.approx(b[key], rel=1e-9), key
+
+
+def test_observe_batch_never_raises(registry: CollectorRegistry, profile: ReferenceProfile) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry)
+    ids = monitor.observe_batch(pd.DataFrame({"x": [1.0, 2.0]}), ["cat"])  # length mismatch
+    assert len(ids) == 1
+    assert value(registry, "model_monitor_internal_errors_total", model="m",
+                 version="unversioned") == 1  # fmt: skip
+
+
+def test_two_models_share_a_registry(
+    registry: CollectorRegistry, profile: ReferenceProfile
+) -> None:
+    a = ModelMonitor("a", reference=profile, registry=registry, min_samples=1)
+    b = ModelMonitor("b", reference=profile, registry=registry, min_samples=1)
+    a.observe({"x": 0.0, "y": 1.0, "color": "red"}, "cat")
+    b.observe({"x": 3.0, "y": 1.0, "color": "red"}, "dog")
+    text = generate_latest(registry).decode()
+    assert text.count("# TYPE model_feature_psi gauge") == 1
+    assert 'model_feature_psi{feature="x",model="a"' in text
+    assert 'model_feature_psi{feature="x",model="b"' in text
+
+
+def test_prediction_ids_are_unique(registry: CollectorRegistry) -> None:
+    monitor = ModelMonitor("m", registry=registry)
+    ids = {monitor.observe({}, "a") for _ in range(1_000)}
+    assert len(ids) == 1_000
+    assert monitor.observe({}, "a", prediction_id="request-7") == "request-7"
+
+
+def test_busy_monitor_passes_promtool_check_metrics(
+    tmp_path: Path, registry: CollectorRegistry, profile: ReferenceProfile
+) -> None:
+    promtool = require_binary("promtool")
+    monitor = ModelMonitor("fraud", version="2026-11-01", reference=profile, registry=registry,
+                           thresholds={"psi_critical": 0.3})  # fmt: skip
+    rng = np.random.default_rng(0)
+    for x in rng.normal(size=500):
+        monitor.observe({"x": float(x), "y": 3.0, "color": "red", "extra": 1}, "cat", 0.8,
+                        latency_seconds=0.003)  # fmt: skip
+    monitor.observe({"x": "bad"}, 'we"ird\nclass', 0.2)
+    monitor.record_error(TimeoutError())
+    text = generate_latest(registry)
+    result = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
+                            timeout=60, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
+    assert result.stdout.decode().strip() == "" and result.stderr.decode().strip() == ""

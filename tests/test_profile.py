@@ -1,0 +1,240 @@
+"""Reference profiles: building, saving, loading and the errors a user sees."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from exporter import ReferenceProfile, stats
+from exporter.cli import main
+from exporter.profile import OTHER, CategoricalFeature, NumericFeature, ProfileError
+
+
+@pytest.fixture
+def frame() -> pd.DataFrame:
+    rng = np.random.default_rng(7)
+    n = 2_000
+    return pd.DataFrame(
+        {
+            "age": rng.normal(40, 10, n),
+            "income": np.where(rng.random(n) < 0.1, np.nan, rng.lognormal(10, 1, n)),
+            "city": rng.choice(["paris", "lyon", "nice", "lille"], n, p=[0.5, 0.3, 0.15, 0.05]),
+            "label": rng.choice(["yes", "no"], n),
+        }
+    )
+
+
+def test_numeric_reference_has_deciles_shares_and_moments(frame: pd.DataFrame) -> None:
+    profile = ReferenceProfile.from_frame(frame, numeric=["age", "income"], sample_size=500)
+    age = profile.features["age"]
+    assert isinstance(age, NumericFeature)
+    assert len(age.edges) == 9 and len(age.reference_share) == 10
+    np.testing.assert_allclose(age.reference_share, 0.1, atol=0.001)
+    assert age.mean == pytest.approx(frame["age"].mean())
+    assert age.std == pytest.approx(frame["age"].std())  # ddof=1, as pandas
+    assert age.count == 2_000 and age.missing_rate == 0
+    assert len(age.sample) == 500 and age.sample == sorted(age.sample)
+    income = profile.features["income"]
+    assert isinstance(income, NumericFeature)
+    assert income.missing_rate == pytest.approx(frame["income"].isna().mean())
+    assert income.count == frame["income"].notna().sum()
+
+
+def test_categorical_reference_keeps_top_k_and_other(frame: pd.DataFrame) -> None:
+    profile = ReferenceProfile.from_frame(frame, categorical=["city"], top_k=2)
+    city = profile.features["city"]
+    assert isinstance(city, CategoricalFeature)
+    assert city.categories == ["paris", "lyon"]
+    assert city.bin_labels == ["paris", "lyon", OTHER]
+    shares = frame["city"].value_counts(normalize=True)
+    assert city.reference_share[0] == pytest.approx(shares["paris"])
+    assert city.reference_share[2] == pytest.approx(shares["nice"] + shares["lille"])
+    assert sorted(city.known_other) == ["lille", "nice"] and city.known_other_complete
+
+
+def test_output_is_profiled_by_kind(frame: pd.DataFrame) -> None:
+    classes = ReferenceProfile.from_frame(frame, numeric=["age"], target="label")
+    assert isinstance(classes.output, CategoricalFeature)
+    regression = ReferenceProfile.from_frame(frame, numeric=["age"], target="income")
+    assert isinstance(regression.output, NumericFeature)
+    forced = ReferenceProfile.from_frame(
+        frame.assign(k=frame.index % 3), numeric=["age"], target="k", target_kind="numeric"
+    )
+    assert isinstance(forced.output, NumericFeature)
+
+
+def test_save_load_round_trip(tmp_path: Path, frame: pd.DataFrame) -> None:
+    profile = ReferenceProfile.from_frame(frame, ["age"], ["city"], target="label")
+    path = tmp_path / "ref.json"
+    profile.save(path)
+    assert ReferenceProfile.load(path) == profile
+    assert json.loads(path.read_text())["schema_version"] == 1
+    assert not list(tmp_path.glob(".ref.json.*"))  # no temp file left behind
+
+
+def test_same_data_same_profile(frame: pd.DataFrame) -> None:
+    a = ReferenceProfile.from_frame(frame, ["age"], sample_size=100)
+    b = ReferenceProfile.from_frame(frame, ["age"], sample_size=100)
+    assert a.fingerprint() == b.fingerprint()
+
+
+def _write(tmp_path: Path, document: object) -> Path:
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    return path
+
+
+def _valid_document(frame: pd.DataFrame) -> dict:
+    return json.loads(ReferenceProfile.from_frame(frame, ["age"], ["city"]).model_dump_json())
+
+
+def test_malformed_profile_names_file_field_and_problem(
+    tmp_path: Path, frame: pd.DataFrame
+) -> None:
+    document = _valid_document(frame)
+    document["features"]["age"]["edges"] = [3.0, 2.0, 1.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0]
+    path = _write(tmp_path, document)
+    with pytest.raises(ProfileError) as error:
+        ReferenceProfile.load(path)
+    message = str(error.value)
+    assert str(path) in message and "features.age" in message and "increasing" in message
+
+
+def test_shares_that_do_not_sum_to_one_are_rejected(tmp_path: Path, frame: pd.DataFrame) -> None:
+    document = _valid_document(frame)
+    document["features"]["city"]["reference_share"][0] += 0.2
+    with pytest.raises(ProfileError, match=r"features\.city.*sum to 1"):
+        ReferenceProfile.load(_write(tmp_path, document))
+
+
+def test_newer_schema_is_refused_clearly(tmp_path: Path, frame: pd.DataFrame) -> None:
+    document = _valid_document(frame)
+    document["schema_version"] = 2
+    with pytest.raises(ProfileError, match=r"schema_version: 2 .*newer.*reads up to 1"):
+        ReferenceProfile.load(_write(tmp_path, document))
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ("{not json", "not valid JSON"),
+        ("[1, 2]", "must be a JSON object"),
+        ('{"features": {"x": {"kind": "numeric"}}}', "features.x.numeric.edges"),
+        ('{"features": {}, "surprise": 1}', "surprise"),
+    ],
+)
+def test_broken_files(tmp_path: Path, content: str, expected: str) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(content)
+    with pytest.raises(ProfileError, match=expected):
+        ReferenceProfile.load(path)
+
+
+def test_missing_file_is_a_profile_error(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="cannot read"):
+        ReferenceProfile.load(tmp_path / "nope.json")
+
+
+def test_require_names_the_missing_features(frame: pd.DataFrame) -> None:
+    profile = ReferenceProfile.from_frame(frame, ["age"])
+    with pytest.raises(ProfileError, match=r"\['height'\] are watched but not profiled"):
+        profile.require(["age", "height"])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"numeric": ["nope"]}, "not in the data"),
+        ({"numeric": ["city"]}, "listed as numeric but row 0 holds"),
+        ({}, "no features"),
+        ({"numeric": ["age"], "categorical": ["age"]}, "numeric and categorical"),
+    ],
+)
+def test_from_frame_errors(frame: pd.DataFrame, kwargs: dict, expected: str) -> None:
+    with pytest.raises(ProfileError, match=expected):
+        ReferenceProfile.from_frame(frame, **kwargs)
+
+
+def test_all_missing_column_is_refused() -> None:
+    with pytest.raises(ProfileError, match="no finite values"):
+        ReferenceProfile.from_frame(pd.DataFrame({"x": [np.nan, np.nan]}), ["x"])
+
+
+def test_constant_and_huge_columns_profile_cleanly() -> None:
+    frame = pd.DataFrame({"c": [5.0] * 100, "h": np.linspace(-1e300, 1e300, 100)})
+    profile = ReferenceProfile.from_frame(frame, ["c", "h"])
+    constant = profile.features["c"]
+    assert isinstance(constant, NumericFeature)
+    assert constant.edges == [] and constant.reference_share == [1.0] and constant.std == 0
+    huge = profile.features["h"]
+    assert isinstance(huge, NumericFeature)
+    counts = stats.bin_counts(frame["h"], huge.edges)
+    assert counts.min() > 0
+
+
+# -- the CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_baseline_writes_a_loadable_profile(
+    tmp_path: Path, frame: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "train.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "reference.json"
+    code = main(["baseline", "--data", str(data), "--numeric", "age,income",
+                 "--categorical", "city", "--target", "label", "--out", str(out)])  # fmt: skip
+    assert code == 0
+    profile = ReferenceProfile.load(out)
+    assert set(profile.features) == {"age", "income", "city"}
+    assert isinstance(profile.output, CategoricalFeature)
+    assert "wrote" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--numeric", "nope"], "columns not in the data"),
+        (["--numeric", "city"], "listed as numeric"),
+    ],
+)
+def test_cli_baseline_errors_are_one_clear_line(
+    tmp_path: Path,
+    frame: pd.DataFrame,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    expected: str,
+) -> None:
+    data = tmp_path / "train.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "reference.json"
+    assert main(["baseline", "--data", str(data), *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err
+    assert not out.exists()  # nothing written half-way
+
+
+def test_cli_parquet_without_pyarrow_says_how(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    pytest.importorskip("pandas")
+    try:
+        import pyarrow  # noqa: F401
+
+        pytest.skip("pyarrow is installed here; the message is for machines without it")
+    except ImportError:
+        pass
+    data = tmp_path / "train.parquet"
+    data.write_bytes(b"PAR1")
+    assert main(["baseline", "--data", str(data), "--numeric", "a", "--out", "x.json"]) == 2
+    assert "needs pyarrow" in capsys.readouterr().err
+
+
+def test_cli_missing_data_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["baseline", "--data", str(tmp_path / "no.csv"), "--numeric", "a",
+                 "--out", str(tmp_path / "r.json")])  # fmt: skip
+    assert code == 2
+    assert "no such file" in capsys.readouterr().err
