@@ -27,7 +27,7 @@ lint: venv
 	$(VENV)/bin/mypy exporter tests benchmarks
 
 demo: venv tools
-	$(PY) -m exporter.cli demo-stack
+	$(PY) examples/quickstart.py
 
 bench: venv
 	$(PY) benchmarks/bench_monitor.py
