@@ -188,6 +188,8 @@ class DriftCollector(Collector):
         with self._lock:
             monitors = sorted(self._monitors, key=lambda m: (m.name, m.version))
         for monitor in monitors:
+            monitor.flush()
+        for monitor in monitors:
             snapshot = monitor.drift()
             for drift in snapshot.rows():
                 key = [monitor.name, monitor.version, drift.feature, drift.window]
@@ -216,9 +218,12 @@ def state_for(registry: CollectorRegistry) -> RegistryState:
     with _STATES_LOCK:
         state = _STATES.get(registry)
         if state is None:
-            instruments = _build(registry)
+            # The collector is registered before the counters on purpose: a registry collects in
+            # registration order, and the collector flushes every monitor's pending per-bin
+            # counts into the counters before they are read.
             collector = DriftCollector()
             registry.register(collector)
+            instruments = _build(registry)
             state = RegistryState(instruments, collector)
             _STATES[registry] = state
         return state

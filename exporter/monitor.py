@@ -51,6 +51,8 @@ CONFIDENCE = "__confidence__"
 MAX_ERROR_KINDS = 20
 #: Class names longer than this are cut, so one odd label cannot blow up a series.
 MAX_LABEL_LENGTH = 128
+#: Longest time per-bin counts wait in the live tick before reaching the Prometheus counters.
+FLUSH_SECONDS = 1.0
 #: ``confidence_bucket`` when no confidence was given.
 NO_CONFIDENCE = "none"
 
@@ -94,8 +96,8 @@ class DriftSnapshot:
 class _NumericWatch:
     """Everything the hot path needs for one numeric stream, resolved once at construction."""
 
-    __slots__ = ("name", "ref", "edges", "bins", "positive", "negative", "invalid", "stream",
-                 "sum_index", "low", "high", "sample", "edges_array")  # fmt: skip
+    __slots__ = ("name", "ref", "edges", "counters", "flushed", "invalid", "stream", "positive",
+                 "negative", "low", "high", "sample", "edges_array")  # fmt: skip
 
     def __init__(
         self, name: str, ref: NumericFeature, monitor: ModelMonitor, seed: int,
@@ -106,14 +108,20 @@ class _NumericWatch:
         self.ref = ref
         self.edges = list(ref.edges)
         self.edges_array = np.asarray(ref.edges, dtype=np.float64)
-        self.bins = [inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels]
-        self.positive = inst.feature_value_sum.labels(*labels, name, "positive")
-        self.negative = inst.feature_value_sum.labels(*labels, name, "negative")
+        # Stream layout: one count per bin, then the sums of the positive values and of the
+        # absolute negative values; the counters mirror it slot for slot (see _flush).
+        self.counters = [
+            *(inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels),
+            inst.feature_value_sum.labels(*labels, name, "positive"),
+            inst.feature_value_sum.labels(*labels, name, "negative"),
+        ]
+        self.positive = len(ref.bin_labels)
+        self.negative = self.positive + 1
+        width = len(self.counters)
+        self.flushed = [0.0] * width
         reasons = NUMERIC_REASONS + (("out_of_domain",) if domain else ())
         self.invalid = {r: inst.invalid.labels(*labels, name, r) for r in reasons}
-        # Stream layout: one count per bin, then the sum of values (for the window mean).
-        self.sum_index = len(self.bins)
-        self.stream = Stream(monitor._specs, self.sum_index + 1, monitor._sample_size, seed)
+        self.stream = Stream(monitor._specs, width, monitor._sample_size, seed)
         self.low, self.high = domain if domain else (-math.inf, math.inf)
         self.sample = np.asarray(ref.sample, dtype=np.float64)
         for label, share in zip(ref.bin_labels, ref.reference_share, strict=True):
@@ -126,16 +134,13 @@ class _NumericWatch:
         if not self.low <= x <= self.high:
             self.invalid["out_of_domain"].inc()
             return
-        i = bisect_right(self.edges, x)
-        self.bins[i].inc()
-        if x >= 0:
-            self.positive.inc(x)
-        else:
-            self.negative.inc(-x)
         stream = self.stream
         live = stream.live
-        live[i] += 1.0
-        live[self.sum_index] += x
+        live[bisect_right(self.edges, x)] += 1.0
+        if x >= 0:
+            live[self.positive] += x
+        else:
+            live[self.negative] -= x
         stream.reservoir.add(x)
 
     def take(self, value: object) -> None:
@@ -164,8 +169,8 @@ class _NumericWatch:
 class _CategoricalWatch:
     """Hot-path state of one categorical stream: top-K categories plus ``__other__``."""
 
-    __slots__ = ("name", "ref", "index", "other", "known", "complete", "bins", "invalid",
-                 "stream", "open_vocabulary")  # fmt: skip
+    __slots__ = ("name", "ref", "index", "other", "known", "complete", "counters", "flushed",
+                 "invalid", "stream", "open_vocabulary")  # fmt: skip
 
     def __init__(
         self, name: str, ref: CategoricalFeature, monitor: ModelMonitor, seed: int,
@@ -180,10 +185,11 @@ class _CategoricalWatch:
         # The output's vocabulary is open: a new class is drift, not bad input.
         self.open_vocabulary = open_vocabulary
         self.complete = ref.known_other_complete and not open_vocabulary
-        self.bins = [inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels]
+        self.counters = [inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels]
+        self.flushed = [0.0] * len(self.counters)
         reasons = CATEGORICAL_REASONS if not open_vocabulary else ("missing", "wrong_type")
         self.invalid = {r: inst.invalid.labels(*labels, name, r) for r in reasons}
-        self.stream = Stream(monitor._specs, len(self.bins), 0, seed)
+        self.stream = Stream(monitor._specs, len(self.counters), 0, seed)
         for label, share in zip(ref.bin_labels, ref.reference_share, strict=True):
             inst.reference_ratio.labels(*labels, name, label).set(share)
 
@@ -209,7 +215,6 @@ class _CategoricalWatch:
                 self.invalid["unknown_category"].inc(count)
                 return
             i = self.other
-        self.bins[i].inc(count)
         self.stream.live[i] += count
 
 
@@ -300,6 +305,7 @@ class ModelMonitor:
             raise ValueError(f"windows must be distinct, got {list(windows)}")
         self._sample_size = sample_size
         self._ticks = TickClock(self._specs, clock)
+        self._next_due = 0.0
         self._lock = threading.Lock()
         self._drift_lock = threading.Lock()
         self._drift_cache: DriftSnapshot | None = None
@@ -419,9 +425,8 @@ class ModelMonitor:
         pid = prediction_id if prediction_id is not None else f"{self._id_prefix}{next(self._ids)}"
         try:
             with self._lock:
-                ended = self._ticks.advance()
-                if ended is not None:
-                    self._seal(ended[1])
+                if self._clock() >= self._next_due:
+                    self._housekeeping()
                 self._take_row(features)
                 self._take_output(prediction, confidence)
             if latency_seconds is not None:
@@ -528,9 +533,7 @@ class ModelMonitor:
             if len(table) != n_rows:
                 raise ValueError(f"frame has {len(table)} rows but {n_rows} predictions")
             with self._lock:
-                ended = self._ticks.advance()
-                if ended is not None:
-                    self._seal(ended[1])
+                self._housekeeping()
                 for numeric in self._numeric:
                     self._numeric_column(numeric, table, n_rows)
                 for categorical in self._categorical:
@@ -568,18 +571,13 @@ class ModelMonitor:
         if finite.size == 0:
             return
         counts = np.bincount(
-            np.searchsorted(watch.edges_array, finite, side="right"), minlength=len(watch.bins)
+            np.searchsorted(watch.edges_array, finite, side="right"), minlength=watch.positive
         )
         live = watch.stream.live
-        for i in np.flatnonzero(counts):
-            c = int(counts[i])
-            watch.bins[i].inc(c)
-            live[i] += c
-        positive = float(finite[finite > 0].sum())
-        negative = float(-finite[finite < 0].sum())
-        watch.positive.inc(positive)
-        watch.negative.inc(negative)
-        live[watch.sum_index] += positive - negative
+        for i in np.flatnonzero(counts).tolist():
+            live[i] += float(counts[i])
+        live[watch.positive] += float(finite[finite > 0].sum())
+        live[watch.negative] += float(-finite[finite < 0].sum())
         watch.stream.reservoir.add_many(finite)
 
     def _categorical_column(
@@ -750,9 +748,37 @@ class ModelMonitor:
 
     # -- drift ---------------------------------------------------------------------------------
 
-    def _seal(self, tick_start: float) -> None:
+    def _housekeeping(self) -> None:
+        """Seal an ended tick and flush pending counts into the counters (under the lock)."""
+        ended = self._ticks.advance()
+        self._flush()
+        if ended is not None:
+            for watch in self._watches():
+                watch.stream.seal(ended[1])
+                watch.flushed = [0.0] * len(watch.flushed)
+        next_tick = (self._ticks.current + 1) * self._ticks.seconds
+        self._next_due = min(next_tick, self._clock() + FLUSH_SECONDS)
+
+    def _flush(self) -> None:
+        # The hot path only adds to the live tick's lists; the counters catch up here with the
+        # difference since the last flush, so each counter child costs one inc() per flush
+        # instead of one per value.
         for watch in self._watches():
-            watch.stream.seal(tick_start)
+            live, flushed = watch.stream.live, watch.flushed
+            for i, counter in enumerate(watch.counters):
+                delta = live[i] - flushed[i]
+                if delta > 0:
+                    counter.inc(delta)
+            watch.flushed = live[:]
+
+    def flush(self) -> None:
+        """Bring the per-bin counters up to date now (scrapes and a 1 s timer do it anyway)."""
+        try:
+            with self._lock:
+                self._housekeeping()
+        except Exception:
+            self._monitor_errors.inc()
+            log.exception("model monitor %s failed to flush its counters", self.name)
 
     def _watches(self) -> Iterator[_NumericWatch | _CategoricalWatch]:
         yield from self._numeric
@@ -789,9 +815,7 @@ class ModelMonitor:
     def _compute_drift(self, now: float) -> DriftSnapshot:
         views = {}
         with self._lock:
-            ended = self._ticks.advance()
-            if ended is not None:
-                self._seal(ended[1])
+            self._housekeeping()
             for watch in self._watches():
                 for spec in self._specs:
                     with_sample = isinstance(watch, _NumericWatch)
@@ -810,13 +834,14 @@ class ModelMonitor:
         return DriftSnapshot(taken_at=now, features=result)
 
     def _numeric_drift(self, watch: _NumericWatch, window: str, view: Any) -> FeatureDrift:
-        counts = view.totals[: watch.sum_index]
+        counts = view.totals[: watch.positive]
         samples = int(round(counts.sum()))
         if samples < self.min_samples:
             return FeatureDrift(watch.name, window, "numeric", samples, ready=False)
         ref = watch.ref
         ks = stats.ks_2samp_sorted(watch.sample, view.sample)
-        z = stats.mean_zscore(ref.mean, ref.std, float(view.totals[watch.sum_index]), samples)
+        total = float(view.totals[watch.positive] - view.totals[watch.negative])
+        z = stats.mean_zscore(ref.mean, ref.std, total, samples)
         return FeatureDrift(
             watch.name, window, "numeric", samples, ready=True,
             psi=stats.psi(ref.reference_share, counts).statistic,

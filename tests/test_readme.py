@@ -32,7 +32,7 @@ def test_quick_start_runs_as_written(
     match = re.search(r"PSI (\d+\.\d+)\s+KS (\d+\.\d+)\s+z (\d+\.\d+)", out)
     assert match is not None, out
     assert float(match.group(1)) > 0.1  # the drifted traffic shows as drift
-    assert "model_info" in out
+    assert 'model_feature_psi{feature="amount",model="fraud"' in out
     assert (tmp_path / "reference.json").exists()
 
 
