@@ -97,7 +97,7 @@ class _NumericWatch:
     """Everything the hot path needs for one numeric stream, resolved once at construction."""
 
     __slots__ = ("name", "ref", "edges", "counters", "flushed", "invalid", "stream", "positive",
-                 "negative", "low", "high", "sample", "edges_array")  # fmt: skip
+                 "negative", "low", "high", "sample", "edges_array", "share")  # fmt: skip
 
     def __init__(
         self, name: str, ref: NumericFeature, monitor: ModelMonitor, seed: int,
@@ -124,6 +124,7 @@ class _NumericWatch:
         self.stream = Stream(monitor._specs, width, monitor._sample_size, seed)
         self.low, self.high = domain if domain else (-math.inf, math.inf)
         self.sample = np.asarray(ref.sample, dtype=np.float64)
+        self.share = np.asarray(ref.reference_share, dtype=np.float64)
         for label, share in zip(ref.bin_labels, ref.reference_share, strict=True):
             inst.reference_ratio.labels(*labels, name, label).set(share)
         inst.reference_mean.labels(*labels, name).set(ref.mean)
@@ -170,7 +171,7 @@ class _CategoricalWatch:
     """Hot-path state of one categorical stream: top-K categories plus ``__other__``."""
 
     __slots__ = ("name", "ref", "index", "other", "known", "complete", "counters", "flushed",
-                 "invalid", "stream", "open_vocabulary")  # fmt: skip
+                 "invalid", "stream", "open_vocabulary", "share")  # fmt: skip
 
     def __init__(
         self, name: str, ref: CategoricalFeature, monitor: ModelMonitor, seed: int,
@@ -187,6 +188,7 @@ class _CategoricalWatch:
         self.complete = ref.known_other_complete and not open_vocabulary
         self.counters = [inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels]
         self.flushed = [0.0] * len(self.counters)
+        self.share = np.asarray(ref.reference_share, dtype=np.float64)
         reasons = CATEGORICAL_REASONS if not open_vocabulary else ("missing", "wrong_type")
         self.invalid = {r: inst.invalid.labels(*labels, name, r) for r in reasons}
         self.stream = Stream(monitor._specs, len(self.counters), 0, seed)
@@ -844,12 +846,12 @@ class ModelMonitor:
         z = stats.mean_zscore(ref.mean, ref.std, total, samples)
         return FeatureDrift(
             watch.name, window, "numeric", samples, ready=True,
-            psi=stats.psi(ref.reference_share, counts).statistic,
+            psi=stats.psi(watch.share, counts).statistic,
             ks_statistic=_finite_or_none(ks.statistic),
             ks_pvalue=_finite_or_none(ks.pvalue),
             zscore=_finite_or_none(z.statistic),
             current_mean=_finite_or_none(z.current_mean),
-            js_distance=_finite_or_none(stats.js_distance(ref.reference_share, counts)),
+            js_distance=_finite_or_none(stats.js_distance(watch.share, counts)),
         )  # fmt: skip
 
     def _categorical_drift(self, watch: _CategoricalWatch, window: str, view: Any) -> FeatureDrift:
@@ -857,7 +859,7 @@ class ModelMonitor:
         samples = int(round(counts.sum()))
         if samples < self.min_samples:
             return FeatureDrift(watch.name, window, "categorical", samples, ready=False)
-        share = watch.ref.reference_share
+        share = watch.share
         return FeatureDrift(
             watch.name, window, "categorical", samples, ready=True,
             psi=stats.psi(share, counts).statistic,
