@@ -1,0 +1,189 @@
+"""The service's YAML config, validated into typed objects once, at start.
+
+An error names the file, the key path (``monitoring.windows.1``) and what is wrong, never a
+traceback. Relative paths inside the file are relative to the file itself, so a config and its
+reference profile can travel together.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from exporter.windows import WindowSpec, parse_duration
+
+#: Keys of ``thresholds`` the shipped alert rules read (docs/metrics.md); others are refused so a
+#: typo does not silently leave a model on the default.
+THRESHOLD_KEYS = frozenset(
+    {
+        "error_ratio",
+        "latency_p95_seconds",
+        "psi_warning",
+        "psi_critical",
+        "zscore_warning",
+        "zscore_critical",
+        "output_psi",
+        "mae_warning",
+        "mae_critical",
+        "accuracy_drop",
+        "low_confidence_share",
+        "invalid_ratio",
+        "min_samples",
+    }
+)
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file, the key path and the problem."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSection(_Section):
+    name: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    version: str = Field(default="unversioned", min_length=1, max_length=128)
+    task: Literal["classification", "regression"]
+    #: ``package.module:callable``; the callable takes a features dict and returns a prediction,
+    #: a ``(prediction, confidence)`` pair or a mapping with ``prediction`` (and ``confidence``).
+    import_path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    #: Optional ``package.module:callable`` turning a request's raw features (e.g. a text) into the
+    #: features the monitor watches (e.g. its length); the model still gets the raw features.
+    derive_features: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    stage: str = "production"
+
+
+class MonitoringSection(_Section):
+    windows: list[str] = Field(default_factory=lambda: ["5m", "1h", "1d"], min_length=1)
+    slices: int = Field(default=12, ge=1, le=1000)
+    min_samples: int = Field(default=100, ge=1)
+    sample_size: int = Field(default=1000, ge=0, le=100_000)
+    drift_cache_seconds: float = Field(default=10.0, ge=0)
+    classes: list[str] | None = None
+    max_classes: int = Field(default=50, ge=1, le=10_000)
+    confidence_thresholds: tuple[float, float] = (0.5, 0.8)
+    domains: dict[str, tuple[float, float]] = Field(default_factory=dict)
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        for window in value:
+            parse_duration(window)
+        if len(set(value)) != len(value):
+            raise ValueError("windows must be distinct")
+        return value
+
+    def window_specs(self) -> list[WindowSpec]:
+        return [WindowSpec.parse(w, self.slices) for w in self.windows]
+
+
+class OutcomeSection(_Section):
+    store: Literal["sqlite", "memory"] = "sqlite"
+    ttl: str = "7d"
+    max_pending: int = Field(default=1_000_000, ge=1)
+
+    @field_validator("ttl")
+    @classmethod
+    def _ttl(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @property
+    def ttl_seconds(self) -> int:
+        return parse_duration(self.ttl)
+
+
+class ServiceSection(_Section):
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    max_batch: int = Field(default=1000, ge=1)
+    #: prometheus_client's ``*_created`` series double the counter lines and nothing reads them.
+    created_series: bool = False
+
+
+class MonitorConfig(_Section):
+    model: ModelSection
+    reference: Path | None = None
+    features: list[str] | None = None
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
+    thresholds: dict[str, float] = Field(default_factory=dict)
+    outcomes: OutcomeSection = Field(default_factory=OutcomeSection)
+    service: ServiceSection = Field(default_factory=ServiceSection)
+    #: Where the file was read from; relative paths resolve against its folder.
+    source: Path = Path("<config>")
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - THRESHOLD_KEYS)
+        if unknown:
+            raise ValueError(f"unknown keys {unknown}; known: {sorted(THRESHOLD_KEYS)}")
+        return value
+
+    def reference_path(self) -> Path | None:
+        if self.reference is None:
+            return None
+        if self.reference.is_absolute():
+            return self.reference
+        return self.source.parent / self.reference
+
+
+#: YAML documents bigger than this are refused before parsing (a config is a few KiB).
+MAX_CONFIG_BYTES = 1_048_576
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """SafeLoader that refuses anchors/aliases: no 'billion laughs' from a config file."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not allowed in this config", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
+    """Read and validate a monitor config; any problem raises :class:`ConfigError`."""
+    where = Path(path)
+    try:
+        raw = where.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read the config: {exc.strerror or exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{where}: the config is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        document = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506
+    except UnicodeDecodeError:
+        raise ConfigError(f"{where}: the config is not UTF-8 text") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+    return config_from_document(document, source=where)
+
+
+def config_from_document(document: Any, *, source: Path = Path("<config>")) -> MonitorConfig:
+    if not isinstance(document, dict):
+        raise ConfigError(f"{source}: the config must be a mapping of keys, got {_kind(document)}")
+    try:
+        return MonitorConfig.model_validate({**document, "source": source})
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors()[:5]:
+            location = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{location}: {message}")
+        more = exc.error_count() - len(problems)
+        suffix = f"; and {more} more" if more > 0 else ""
+        raise ConfigError(f"{source}: " + "; ".join(problems) + suffix) from None
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
