@@ -96,6 +96,18 @@ def _add_baseline(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=cmd_baseline)
 
 
+def _add_receiver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter import receiver
+
+    p = sub.add_parser(
+        "receiver",
+        help="run the Alertmanager webhook receiver",
+        description="Store Alertmanager notifications durably and run per-alert actions.",
+    )
+    receiver.add_arguments(p)
+    p.set_defaults(func=receiver.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-exporter",
@@ -110,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_baseline,
+    _add_receiver,
 ]
 
 

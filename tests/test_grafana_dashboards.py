@@ -1,0 +1,435 @@
+"""The Grafana provisioning and dashboards: structure, the metric contract, and PromQL syntax.
+
+Structure and contract checks read the JSON and docs/metrics.md. The syntax check sends every
+panel, variable and annotation query to a real Prometheus with no data: a parse or type error is a
+400, an empty result is fine here (the end-to-end stack test looks for data).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.binaries import free_port, require_binary
+from tests.grafana import (
+    DASHBOARDS_DIR,
+    DASHBOARDS_MOUNT,
+    DATASOURCE_UID,
+    PROVISIONING_DIR,
+    REPO,
+    SAMPLE_VARIABLES,
+    annotation_queries,
+    iter_panels,
+    load_dashboards,
+    metric_names,
+    panel_queries,
+    substitute,
+    variable_queries,
+)
+
+DOCS = REPO / "docs" / "metrics.md"
+EXPECTED_UIDS = {"model-overview", "model-drift", "model-performance", "model-alerts"}
+PANEL_DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
+PROVISIONED_DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
+COMMON_VARIABLES = ("datasource", "model", "version", "instance")
+EXTRA_VARIABLES = {"model-drift": ("feature", "window")}
+#: Series Prometheus itself writes; dashboards may use them besides the catalogue.
+PROMETHEUS_BUILTINS = {"ALERTS", "ALERTS_FOR_STATE", "up"}
+#: Raw series whose panel-side computation a recording rule already provides.
+RULE_INSTEAD_OF = {
+    "model_feature_bin_total": "model_feature_bin:… / model_feature:model_feature_psi:…",
+    "model_feature_value_sum_total": "model_feature:model_feature_zscore:1h",
+    "model_feature_reference_ratio": "model_feature_bin:model_feature_reference_ratio:dedup",
+    "model_feature_reference_mean": "model_feature:model_feature_zscore:1h",
+    "model_feature_reference_std": "model_feature:model_feature_zscore:1h",
+    "model_squared_error_total": "model:model_squared_error:rmse1h",
+    "model_absolute_error_sum": "model:model_absolute_error:mae1h",
+    "model_prediction_confidence_sum": "model:model_prediction_confidence:mean5m",
+    "model_prediction_confidence_count": "model:model_prediction_confidence:mean5m",
+}
+
+DASHBOARDS = load_dashboards()
+
+
+# --- docs/metrics.md --------------------------------------------------------------------------
+
+
+def _table(section: str) -> list[list[str]]:
+    """Body rows of the first table under the ``## section`` heading, split into cells."""
+    text = DOCS.read_text(encoding="utf-8")
+    body = text.split(f"## {section}", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in body.splitlines() if line.startswith("|")]
+    return [
+        [cell.strip() for cell in re.split(r"(?<!\\)\|", row)[1:-1]]
+        for row in rows[2:]  # header and separator
+    ]
+
+
+def documented_metrics() -> set[str]:
+    """Series names of the exporter's catalogue; a histogram's _bucket, _sum and _count."""
+    names: set[str] = set()
+    for cells in _table("Exported by the exporter"):
+        for name in re.findall(r"`([^`]+)`", cells[0]):
+            if cells[1].startswith("histogram"):
+                names.update(f"{name}{suffix}" for suffix in ("_bucket", "_sum", "_count"))
+            else:
+                names.add(name)
+    return names
+
+
+def documented_rules() -> set[str]:
+    """Recording-rule names; ``a:b:c` / `:d``` and ``a:b:c` / `d``` abbreviate ``a:b:d``."""
+    names: set[str] = set()
+    for cells in _table("Recording rules"):
+        full = ""
+        for token in re.findall(r"`([^`]+)`", cells[0]):
+            if token.count(":") == 2:
+                full = token
+            else:
+                full = full.rsplit(":", 1)[0] + ":" + token.lstrip(":")
+            names.add(full)
+    return names
+
+
+def test_docs_tables_parse() -> None:
+    rules = documented_rules()
+    assert "model:model_prediction_duration_seconds:p99_5m" in rules
+    assert "model:model_absolute_error:within10_1h" in rules
+    assert "model_feature:model_feature_psi:1d" in rules
+    assert all(name.count(":") == 2 for name in rules)
+    metrics = documented_metrics()
+    assert {"model_info", "model_feature_reference_std", "model_absolute_error_bucket"} <= metrics
+    assert all(":" not in name for name in metrics)
+
+
+# --- helpers of tests/grafana.py --------------------------------------------------------------
+
+
+def test_substitute_grafana_syntaxes() -> None:
+    variables = {"model": "fare", "version": ["v1", "v2.1"], "window": "1h"}
+    expr = 'x{model=~"$model", version=~"${version}", w="[[window]]"}[$__rate_interval]'
+    assert substitute(expr, variables) == 'x{model=~"fare", version=~"(v1|v2\\\\.1)", w="1h"}[1m]'
+    assert substitute("${version:regex}|${version:pipe}", variables) == "(v1|v2\\\\.1)|v1|v2.1"
+    assert substitute("$version", {"version": ["v1"]}) == "v1"
+    assert substitute("[$__range] $__interval", {"__range": "6h"}) == "[6h] 15s"
+    assert substitute('label_replace(x, "a", "$1", "b", "(.*)")', {}) == (
+        'label_replace(x, "a", "$1", "b", "(.*)")'
+    )
+    with pytest.raises(KeyError, match="modle"):
+        substitute('x{model="$modle"}', variables)
+
+
+def test_metric_names_skip_functions_labels_and_keywords() -> None:
+    expr = (
+        'sum by (le, version) (rate(model_x_bucket{model=~"$m", le!="+Inf"}[5m] offset 1m)) '
+        "/ on (model) group_left (stage) max without (instance) (model:y:rate5m) or vector(0) "
+        "* 1e-4 > bool 0"
+    )
+    assert metric_names(expr) == {"model_x_bucket", "model:y:rate5m"}
+
+
+# --- files and provisioning -------------------------------------------------------------------
+
+
+def test_dashboard_files_are_the_four_with_their_uids() -> None:
+    files = {path.stem: path for path in DASHBOARDS_DIR.glob("*.json")}
+    assert set(files) == EXPECTED_UIDS
+    for stem, path in files.items():
+        assert json.loads(path.read_text(encoding="utf-8"))["uid"] == stem
+    assert set(DASHBOARDS) == EXPECTED_UIDS
+
+
+def test_datasource_is_provisioned_with_its_fixed_uid() -> None:
+    config = yaml.safe_load((PROVISIONING_DIR / "datasources" / "prometheus.yml").read_text())
+    assert config["apiVersion"] == 1
+    (datasource,) = config["datasources"]
+    assert datasource["uid"] == DATASOURCE_UID
+    assert datasource["type"] == "prometheus"
+    assert datasource["url"] == "http://prometheus:9090"
+    assert datasource["access"] == "proxy"
+    assert datasource["isDefault"] is True
+
+
+def test_dashboard_provider_reads_the_mounted_dashboards() -> None:
+    config = yaml.safe_load((PROVISIONING_DIR / "dashboards" / "dashboards.yml").read_text())
+    assert config["apiVersion"] == 1
+    (provider,) = config["providers"]
+    assert provider["type"] == "file"
+    assert provider["folder"] == "Model monitoring"
+    assert provider["options"]["path"] == DASHBOARDS_MOUNT
+
+
+# --- dashboard structure ----------------------------------------------------------------------
+
+
+def _variables(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {v["name"]: v for v in dashboard["templating"]["list"]}
+
+
+def _query_text(variable: dict[str, Any]) -> str:
+    query = variable["query"]
+    return str(query["query"] if isinstance(query, dict) else query)
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_dashboard_settings(uid: str) -> None:
+    dashboard = DASHBOARDS[uid]
+    assert dashboard["title"]
+    assert dashboard["id"] is None  # provisioning assigns database ids
+    assert 36 <= dashboard["schemaVersion"] <= 41
+    assert "model-monitoring" in dashboard["tags"]
+    assert dashboard["time"]["from"].startswith("now-")
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_panels_have_ids_titles_descriptions_and_the_datasource(uid: str) -> None:
+    panels = list(iter_panels(DASHBOARDS[uid]))
+    ids = [panel.get("id") for panel in panels]
+    assert all(isinstance(i, int) and i > 0 for i in ids), ids
+    assert len(ids) == len(set(ids)), f"duplicate panel ids in {uid}"
+    for panel in panels:
+        assert panel.get("title"), panel["id"]
+        grid = panel["gridPos"]
+        assert grid["w"] > 0 and grid["h"] > 0 and 0 <= grid["x"] and grid["x"] + grid["w"] <= 24
+        if panel["type"] == "row":
+            continue
+        assert panel.get("description"), f"{uid} panel {panel['id']} has no description"
+        assert panel["datasource"] in (PANEL_DATASOURCE, PROVISIONED_DATASOURCE)
+        assert panel["fieldConfig"]["defaults"].get("unit"), f"{uid} panel {panel['id']}: unit"
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_panel_titles_are_unique(uid: str) -> None:
+    titles = [p["title"] for p in iter_panels(DASHBOARDS[uid]) if p["type"] != "row"]
+    assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
+
+
+def _overlaps(panels: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    found = []
+    for i, a in enumerate(panels):
+        for b in panels[i + 1 :]:
+            ga, gb = a["gridPos"], b["gridPos"]
+            if (
+                ga["x"] < gb["x"] + gb["w"]
+                and gb["x"] < ga["x"] + ga["w"]
+                and ga["y"] < gb["y"] + gb["h"]
+                and gb["y"] < ga["y"] + ga["h"]
+            ):
+                found.append((a["id"], b["id"]))
+    return found
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_panels_do_not_overlap(uid: str) -> None:
+    top = DASHBOARDS[uid]["panels"]
+    assert _overlaps(top) == []
+    for row in top:
+        assert _overlaps(row.get("panels", [])) == []
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_every_panel_has_targets_with_ref_id_and_expr(uid: str) -> None:
+    for panel in iter_panels(DASHBOARDS[uid]):
+        if panel["type"] == "row":
+            continue
+        targets = panel.get("targets", [])
+        assert targets, f"{uid} panel {panel['id']} has no query"
+        ref_ids = [t.get("refId") for t in targets]
+        assert all(ref_ids) and len(set(ref_ids)) == len(ref_ids), (panel["id"], ref_ids)
+        for target in targets:
+            assert target.get("expr", "").strip(), (panel["id"], target.get("refId"))
+            assert target.get("datasource", panel["datasource"]) == panel["datasource"]
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_required_variables(uid: str) -> None:
+    dashboard = DASHBOARDS[uid]
+    variables = _variables(dashboard)
+    assert set(COMMON_VARIABLES + EXTRA_VARIABLES.get(uid, ())) <= set(variables)
+
+    datasource = variables["datasource"]
+    assert datasource["type"] == "datasource"
+    assert datasource["query"] == "prometheus"
+    assert datasource["current"]["value"] == DATASOURCE_UID
+
+    assert _query_text(variables["model"]) == "label_values(model_info, model)"
+    for name in ("version", "instance"):
+        variable = variables[name]
+        assert _query_text(variable) == f'label_values(model_info{{model=~"$model"}}, {name})'
+        assert variable["multi"] is True and variable["includeAll"] is True
+    for variable in variables.values():
+        if variable["type"] == "query":
+            assert variable["datasource"] == PANEL_DATASOURCE, variable["name"]
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_every_variable_used_is_defined(uid: str) -> None:
+    dashboard = DASHBOARDS[uid]
+    defined = {name: SAMPLE_VARIABLES[name] for name in _variables(dashboard)}
+    texts = [q.expr for q in panel_queries(dashboard)]
+    texts += [expr for _, expr in variable_queries(dashboard) + annotation_queries(dashboard)]
+    texts += [p["title"] for p in iter_panels(dashboard)]
+    for text in texts:
+        substitute(text, defined)  # raises KeyError on an undefined variable
+
+
+def _all_exprs() -> list[tuple[str, str]]:
+    exprs = []
+    for uid, dashboard in DASHBOARDS.items():
+        queries = panel_queries(dashboard)
+        exprs += [(f"{uid} panel {q.panel_id} {q.ref_id}", q.expr) for q in queries]
+        exprs += [(f"{uid} variable {n}", e) for n, e in variable_queries(dashboard)]
+        exprs += [(f"{uid} annotation {n}", e) for n, e in annotation_queries(dashboard)]
+    return exprs
+
+
+def test_recording_rules_used_are_documented() -> None:
+    documented = documented_rules()
+    unknown = {
+        (where, name)
+        for where, expr in _all_exprs()
+        for name in metric_names(expr)
+        if ":" in name and name not in documented
+    }
+    assert unknown == set()
+
+
+def test_metrics_used_are_in_the_catalogue_or_prometheus_builtins() -> None:
+    known = documented_metrics() | PROMETHEUS_BUILTINS
+    unknown = {
+        (where, name)
+        for where, expr in _all_exprs()
+        for name in metric_names(expr)
+        if ":" not in name and name not in known
+    }
+    assert unknown == set()
+
+
+def test_every_recording_rule_is_on_a_dashboard() -> None:
+    used = {name for _, expr in _all_exprs() for name in metric_names(expr)}
+    assert documented_rules() - used == set()
+
+
+def test_panels_use_recording_rules_where_one_exists() -> None:
+    offenders = []
+    for uid, dashboard in DASHBOARDS.items():
+        for query in panel_queries(dashboard):
+            where = f"{uid} panel {query.panel_id} {query.ref_id}"
+            for name in metric_names(query.expr) & set(RULE_INSTEAD_OF):
+                offenders.append((where, name, RULE_INSTEAD_OF[name]))
+            if "histogram_quantile" in query.expr and (
+                "model_prediction_duration_seconds_bucket" in query.expr
+            ):
+                offenders.append((where, "latency quantile", "…:p50_5m / p95_5m / p99_5m"))
+            if re.search(r"model_outcomes_total\{[^}]*\bcorrect\b", query.expr):
+                offenders.append((where, "accuracy", "model:model_outcomes:accuracy1h / 7d"))
+    assert offenders == []
+
+
+def test_rate_over_raw_counters_uses_rate_interval() -> None:
+    offenders = [
+        (where, window)
+        for where, expr in _all_exprs()
+        for window in re.findall(r"\b(?:rate|irate)\([^\[]*\[([^\]]+)\]", expr)
+        if window != "$__rate_interval"
+    ]
+    assert offenders == []
+
+
+def test_dashboards_link_to_each_other() -> None:
+    for uid, dashboard in DASHBOARDS.items():
+        links = dashboard["links"]
+        for other in EXPECTED_UIDS - {uid}:
+            matching = [link for link in links if link.get("url", "").startswith(f"/d/{other}/")]
+            assert matching, f"{uid} has no link to {other}"
+            assert matching[0]["includeVars"] and matching[0]["keepTime"]
+
+
+# --- PromQL syntax against a real Prometheus --------------------------------------------------
+
+
+def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"prometheus exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        time.sleep(0.1)
+    pytest.fail(f"prometheus not ready after 30 s:\n{log.read_text()}")
+
+
+@pytest.fixture(scope="module")
+def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Prometheus with no targets and no data, on 127.0.0.1, stopped after the module."""
+    binary = require_binary("prometheus")
+    workdir = tmp_path_factory.mktemp("prometheus")
+    config = workdir / "prometheus.yml"
+    config.write_text("global:\n  scrape_interval: 15s\nscrape_configs: []\n")
+    log = workdir / "prometheus.log"
+    port = free_port()
+    with log.open("wb") as log_file:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={workdir / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        _wait_ready(url, process, log)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _query(url: str, expr: str) -> tuple[int, dict[str, Any]]:
+    data = urllib.parse.urlencode({"query": expr}).encode()
+    request = urllib.request.Request(f"{url}/api/v1/query", data=data, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+@pytest.mark.stack
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_every_query_parses_in_prometheus(prometheus_url: str, uid: str) -> None:
+    dashboard = DASHBOARDS[uid]
+    variables = {name: SAMPLE_VARIABLES[name] for name in _variables(dashboard)}
+    queries = [(f"panel {q.panel_id} {q.ref_id}", q.expr) for q in panel_queries(dashboard)]
+    queries += [(f"variable {n}", e) for n, e in variable_queries(dashboard)]
+    queries += [(f"annotation {n}", e) for n, e in annotation_queries(dashboard)]
+    failures = []
+    for where, expr in queries:
+        promql = substitute(expr, variables)
+        status, body = _query(prometheus_url, promql)
+        if status != 200 or body.get("status") != "success":
+            failures.append(f"{where}: {promql}\n  -> {status} {body.get('error')}")
+    assert not failures, "\n".join(failures)
