@@ -22,8 +22,8 @@ test: venv tools lint
 	$(PY) -m pytest
 
 lint: venv
-	$(VENV)/bin/ruff check exporter tests benchmarks
-	$(VENV)/bin/ruff format --check exporter tests benchmarks
+	$(VENV)/bin/ruff check exporter tests benchmarks scripts examples
+	$(VENV)/bin/ruff format --check exporter tests benchmarks scripts examples
 	$(VENV)/bin/mypy exporter tests benchmarks
 
 demo: venv tools
