@@ -52,6 +52,13 @@ class Instruments:
     reference_std: Gauge
     alert_threshold: Gauge
     monitor_errors: Counter
+    outcomes: Counter
+    absolute_error: Histogram
+    squared_error: Counter
+    error_sum: Counter
+    outcomes_expired: Counter
+    outcome_delay: Histogram
+    outcome_store_errors: Counter
 
 
 def _build(registry: CollectorRegistry) -> Instruments:
@@ -142,6 +149,51 @@ def _build(registry: CollectorRegistry) -> Instruments:
             m,
             registry=registry,
         ),
+        outcomes=Counter(
+            "model_outcomes",
+            "Delayed ground truth for classification: predicted and actual class, and whether "
+            "they agree (label equality cannot be tested in PromQL).",
+            [*m, "predicted", "actual", "correct"],
+            registry=registry,
+        ),
+        absolute_error=Histogram(
+            "model_absolute_error",
+            "Absolute regression error |prediction - actual| once the actual arrived.",
+            m,
+            buckets=ABSOLUTE_ERROR_BUCKETS,
+            registry=registry,
+        ),
+        squared_error=Counter(
+            "model_squared_error",
+            "Sum of squared regression errors (RMSE = sqrt(this / model_absolute_error_count)).",
+            m,
+            registry=registry,
+        ),
+        error_sum=Counter(
+            "model_error_sum",
+            "Signed regression error (prediction - actual), positive and negative parts.",
+            [*m, "sign"],
+            registry=registry,
+        ),
+        outcomes_expired=Counter(
+            "model_outcomes_expired",
+            "Predictions whose ground truth never came (past the TTL or pushed out by the cap).",
+            m,
+            registry=registry,
+        ),
+        outcome_delay=Histogram(
+            "model_outcome_delay_seconds",
+            "Time from a prediction to its ground truth.",
+            m,
+            buckets=OUTCOME_DELAY_BUCKETS,
+            registry=registry,
+        ),
+        outcome_store_errors=Counter(
+            "model_outcome_store_errors",
+            "Failed writes to the outcome store (read-only or full disk); predictions were served.",
+            m,
+            registry=registry,
+        ),
     )
 
 
@@ -185,6 +237,20 @@ class DriftCollector(Collector):
                 labels=labels,
             ),
         }
+        performance = GaugeMetricFamily(
+            "model_performance",
+            "Windowed model performance in this process (or merged across its workers).",
+            labels=[*MODEL_LABELS, "metric", "window"],
+        )
+        class_performance = GaugeMetricFamily(
+            "model_class_performance",
+            "Windowed per-class precision, recall and F1.",
+            labels=[*MODEL_LABELS, "class", "metric", "window"],
+        )
+        pending = GaugeMetricFamily(
+            "model_outcomes_pending", "Predictions waiting for their ground truth.",
+            labels=list(MODEL_LABELS),
+        )  # fmt: skip
         with self._lock:
             monitors = sorted(self._monitors, key=lambda m: (m.name, m.version))
         for monitor in monitors:
@@ -200,7 +266,22 @@ class DriftCollector(Collector):
                     value = getattr(drift, stat)
                     if value is not None:
                         families[stat].add_metric(key, value)
+            model = [monitor.name, monitor.version]
+            for window in snapshot.performance.values():
+                for metric, value in window.metrics.items():
+                    if value is not None:
+                        performance.add_metric([*model, metric, window.window], value)
+                for cls, metrics in window.classes.items():
+                    for metric, value in metrics.items():
+                        if value is not None:
+                            class_performance.add_metric([*model, cls, metric, window.window],
+                                                         value)  # fmt: skip
+            if snapshot.pending is not None:
+                pending.add_metric(model, float(snapshot.pending))
         yield from families.values()
+        yield performance
+        yield class_performance
+        yield pending
 
 
 @dataclass

@@ -13,19 +13,30 @@ import itertools
 import logging
 import math
 import os
+import sqlite3
+import tempfile
 import threading
 import time
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 import pandas as pd
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from exporter import performance as perf
 from exporter import stats
 from exporter.metrics import state_for
+from exporter.outcomes import (
+    MemoryOutcomeStore,
+    OutcomeStore,
+    PendingPrediction,
+    Resolution,
+    StoreError,
+)
 from exporter.profile import (
     OTHER,
     OUTPUT,
@@ -35,7 +46,15 @@ from exporter.profile import (
     ReferenceProfile,
     category_key,
 )
-from exporter.windows import Clock, Stream, TickClock, WindowSpec
+from exporter.windows import (
+    Clock,
+    Stream,
+    TickClock,
+    WindowSpec,
+    WindowView,
+    export_stream,
+    merge_view,
+)
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +66,12 @@ NUMERIC_REASONS = ("missing", "nan", "inf", "wrong_type")
 CATEGORICAL_REASONS = ("missing", "wrong_type", "unknown_category")
 #: ``feature`` label under which an invalid confidence is counted.
 CONFIDENCE = "__confidence__"
+#: ``feature`` label under which an invalid ground-truth value is counted.
+ACTUAL = "__actual__"
+#: How often expired predictions are dropped from the outcome store.
+EXPIRE_SECONDS = 60.0
+#: How often a worker publishes its windows for the other workers (multi-worker mode).
+EXPORT_SECONDS = 1.0
 #: Error classes beyond this many distinct ones are counted as ``__other__``.
 MAX_ERROR_KINDS = 20
 #: Class names longer than this are cut, so one odd label cannot blow up a series.
@@ -79,11 +104,30 @@ class FeatureDrift:
 
 
 @dataclass(frozen=True)
+class WindowPerformance:
+    """Performance in one window once ground truth arrived; metrics are None until ``ready``.
+
+    ``metrics`` holds ``mae``, ``rmse``, ``correlation``, ``within_2/5/10`` (regression) or
+    ``accuracy``, ``macro_f1``, ``calibration_gap``, ``expected_accuracy`` (classification);
+    ``classes`` holds per-class ``precision``, ``recall`` and ``f1``.
+    """
+
+    window: str
+    samples: int
+    ready: bool
+    metrics: Mapping[str, float | None] = field(default_factory=dict)
+    classes: Mapping[str, Mapping[str, float | None]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class DriftSnapshot:
-    """Drift of every watched feature and window at ``taken_at`` (clock seconds)."""
+    """Drift of every watched feature and window at ``taken_at`` (clock seconds), with the
+    windowed performance and the number of predictions waiting for ground truth."""
 
     taken_at: float
     features: Mapping[str, Mapping[str, FeatureDrift]]
+    performance: Mapping[str, WindowPerformance] = field(default_factory=dict)
+    pending: int | None = None
 
     def rows(self) -> Iterator[FeatureDrift]:
         for windows in self.features.values():
@@ -257,6 +301,11 @@ class ModelMonitor:
         from ``high`` up is ``high``, in between ``medium``.
     clock:
         Seconds since the epoch; injectable so tests move time instead of sleeping.
+    outcomes:
+        Where predictions wait for :meth:`record_outcome`; default a bounded in-memory store.
+    state_dir:
+        Set when several worker processes serve one model: each publishes its windows there and
+        the drift and performance of any worker's scrape cover all of them.
     """
 
     def __init__(
@@ -281,6 +330,8 @@ class ModelMonitor:
         stage: str = "production",
         clock: Clock = time.time,
         seed: int = 0,
+        outcomes: OutcomeStore | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -331,6 +382,27 @@ class ModelMonitor:
         self._output_categorical: _CategoricalWatch | None = None
         self._setup_output(reference, seed + len(watched))
 
+        # Ground truth: pending predictions, and windowed performance sums (exporter.performance).
+        self._outcomes: OutcomeStore = outcomes if outcomes is not None else MemoryOutcomeStore()
+        self._store_ok = True
+        self._next_expire = 0.0
+        if task == "regression":
+            self._performance = Stream(self._specs, len(perf.REGRESSION_FIELDS), 0, seed)
+        else:
+            self._performance = Stream(self._specs, perf.class_slots(max_classes + 1), 0, seed)
+        # Classification: count and sum of confidences of all predictions (expected accuracy).
+        self._confidences = Stream(self._specs, 2, 0, seed)
+        self._slots: dict[str, int] = {}
+        self._outcome_children: dict[tuple[str, str], Any] = {}
+        self._state_dir = Path(state_dir) if state_dir is not None else None
+        self._state_file = (
+            self._state_dir / f"windows-{_safe(name)}-{_safe(version)}-{os.getpid()}.npz"
+            if self._state_dir is not None
+            else None
+        )
+        self._next_export = 0.0
+        self._export_rng = np.random.default_rng(seed)
+
         # Stored children: the hot path never calls labels().
         self._duration = inst.duration.labels(*self._labels)
         self._confidence = inst.confidence.labels(*self._labels)
@@ -341,6 +413,16 @@ class ModelMonitor:
             r: inst.invalid.labels(*self._labels, OUTPUT, r) for r in NUMERIC_REASONS
         }
         self._monitor_errors = inst.monitor_errors.labels(*self._labels)
+        self._absolute_error = inst.absolute_error.labels(*self._labels)
+        self._squared_error = inst.squared_error.labels(*self._labels)
+        self._error_positive = inst.error_sum.labels(*self._labels, "positive")
+        self._error_negative = inst.error_sum.labels(*self._labels, "negative")
+        self._expired = inst.outcomes_expired.labels(*self._labels)
+        self._delay = inst.outcome_delay.labels(*self._labels)
+        self._store_errors = inst.outcome_store_errors.labels(*self._labels)
+        self._actual_invalid = {
+            r: inst.invalid.labels(*self._labels, ACTUAL, r) for r in NUMERIC_REASONS
+        }
         self._errors: dict[str, Any] = {}
         self._predicted: dict[tuple[str, str], Any] = {}
         self._classes: set[str] = set()
@@ -359,6 +441,7 @@ class ModelMonitor:
             inst.alert_threshold.labels(*self._labels, alert).set(float(value))
         prefix = os.urandom(4).hex()
         self._ids = itertools.count()
+        self._batches = itertools.count()
         self._id_prefix = f"{prefix}-"
         state.drift.add(self)
 
@@ -426,17 +509,34 @@ class ModelMonitor:
         """
         pid = prediction_id if prediction_id is not None else f"{self._id_prefix}{next(self._ids)}"
         try:
+            now = self._clock()
             with self._lock:
-                if self._clock() >= self._next_due:
+                if now >= self._next_due:
                     self._housekeeping()
                 self._take_row(features)
-                self._take_output(prediction, confidence)
+                output = self._take_output(prediction, confidence)
             if latency_seconds is not None:
                 self.observe_latency(latency_seconds)
+            if output is not None:
+                self._remember(PendingPrediction(pid, now, self.version, *output))
         except Exception:  # monitoring must never break the prediction it monitors
             self._monitor_errors.inc()
             log.exception("model monitor %s failed to observe a prediction", self.name)
         return pid
+
+    def _remember(self, *pendings: PendingPrediction) -> None:
+        """Keep predictions for their ground truth; a failing store is counted, never raised."""
+        try:
+            if len(pendings) == 1:
+                self._outcomes.remember(pendings[0])
+            else:
+                self._outcomes.remember_many(pendings)
+            self._store_ok = True
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            self._store_errors.inc()
+            if self._store_ok:
+                log.error("model monitor %s cannot store predictions: %s", self.name, exc)
+            self._store_ok = False
 
     def _take_row(self, features: Mapping[str, Any]) -> None:
         try:
@@ -448,43 +548,54 @@ class ModelMonitor:
         for categorical in self._categorical:
             categorical.take(get(categorical.name, _ABSENT))
 
-    def _take_output(self, prediction: Any, confidence: float | None) -> None:
-        bucket = self._confidence_bucket(confidence)
+    def _take_output(
+        self, prediction: Any, confidence: float | None
+    ) -> tuple[Any, float | None] | None:
+        """Count the output; returns the (prediction, confidence) worth keeping, or None."""
+        bucket, valid_confidence = self._confidence_bucket(confidence)
         if self.task == "classification":
             key = prediction if type(prediction) is str else category_key(prediction)
             if key is None or isinstance(prediction, (list, dict, tuple, set)):
                 reason = "missing" if key is None else "wrong_type"
                 self._output_invalid[reason].inc()
-                return
+                return None
             child = self._predicted.get((key, bucket))
             if child is None:
                 child = self._predicted_child(key, bucket)
             child.inc()
             if self._output_categorical is not None:
                 self._output_categorical.add_key(key)
-        else:
-            self._predicted[("", bucket)].inc()
-            if self._output_numeric is not None:
-                self._output_numeric.take(prediction)
-            elif not _is_finite_number(prediction):
-                self._output_invalid[_numeric_reason(prediction)].inc()
+            if valid_confidence is not None:
+                live = self._confidences.live
+                live[0] += 1.0
+                live[1] += valid_confidence
+            return key, valid_confidence
+        self._predicted[("", bucket)].inc()
+        if self._output_numeric is not None:
+            self._output_numeric.take(prediction)
+        elif not _is_finite_number(prediction):
+            self._output_invalid[_numeric_reason(prediction)].inc()
+        if _is_finite_number(prediction):
+            return float(prediction), valid_confidence
+        return None
 
-    def _confidence_bucket(self, confidence: Any) -> str:
+    def _confidence_bucket(self, confidence: Any) -> tuple[str, float | None]:
         if confidence is None:
-            return NO_CONFIDENCE
+            return NO_CONFIDENCE, None
         if type(confidence) is not float:
             if not isinstance(confidence, (int, np.integer, np.floating)) or isinstance(
                 confidence, bool
             ):
                 self._confidence_invalid["wrong_type"].inc()
-                return NO_CONFIDENCE
+                return NO_CONFIDENCE, None
             confidence = float(confidence)
         if not 0.0 <= confidence <= 1.0:  # also false for NaN
             self._confidence_invalid["nan" if confidence != confidence else "wrong_type"].inc()
-            return NO_CONFIDENCE
+            return NO_CONFIDENCE, None
         self._confidence.observe(confidence)
         low, high = self._confidence_cuts
-        return "low" if confidence < low else "high" if confidence >= high else "medium"
+        bucket = "low" if confidence < low else "high" if confidence >= high else "medium"
+        return bucket, confidence
 
     def observe_latency(self, seconds: float) -> None:
         """Record one inference latency (``observe`` and ``instrument`` call this for you)."""
@@ -526,11 +637,11 @@ class ModelMonitor:
         total inference time, recorded once.
         """
         n_rows = len(predictions)
-        start = next(self._ids)
-        # Reserve ids for the whole batch in one step (count() is atomic under the GIL).
-        self._ids = itertools.count(start + n_rows) if n_rows > 1 else self._ids
-        ids = [f"{self._id_prefix}{start + i}" for i in range(n_rows)]
+        # A batch number of its own keeps ids unique without a lock shared with observe().
+        batch = f"{self._id_prefix}b{next(self._batches)}-"
+        ids = [f"{batch}{i}" for i in range(n_rows)]
         try:
+            now = self._clock()
             table = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(dict(frame))
             if len(table) != n_rows:
                 raise ValueError(f"frame has {len(table)} rows but {n_rows} predictions")
@@ -540,9 +651,13 @@ class ModelMonitor:
                     self._numeric_column(numeric, table, n_rows)
                 for categorical in self._categorical:
                     self._categorical_column(categorical, table, n_rows)
-                self._batch_output(predictions, confidences, n_rows)
+                kept = self._batch_output(predictions, confidences, n_rows)
             if latency_seconds is not None:
                 self.observe_latency(latency_seconds)
+            if kept:
+                self._remember(
+                    *(PendingPrediction(ids[i], now, self.version, p, c) for i, p, c in kept)
+                )
         except Exception:
             self._monitor_errors.inc()
             log.exception("model monitor %s failed to observe a batch", self.name)
@@ -602,26 +717,41 @@ class ModelMonitor:
         predictions: Sequence[Any] | np.ndarray | pd.Series,
         confidences: Sequence[float | None] | np.ndarray | pd.Series | None,
         n_rows: int,
-    ) -> None:
+    ) -> list[tuple[int, Any, float | None]]:
+        """Count a batch's outputs; returns (row, prediction, confidence) of the rows to keep."""
         if confidences is not None and len(confidences) != n_rows:
             raise ValueError(f"{len(confidences)} confidences for {n_rows} predictions")
         conf_list = list(confidences) if confidences is not None else [None] * n_rows
-        buckets = [self._confidence_bucket(c) for c in conf_list]
+        checked = [self._confidence_bucket(c) for c in conf_list]
+        buckets = [bucket for bucket, _ in checked]
+        if self.task == "classification":
+            valid = [c for _, c in checked if c is not None]
+            self._confidences.live[0] += len(valid)
+            self._confidences.live[1] += float(sum(valid))
         if self.task == "regression":
             for bucket, count in pd.Series(buckets).value_counts().items():
                 self._predicted[("", str(bucket))].inc(int(count))
+            values = list(predictions)
             if self._output_numeric is not None:
-                table = pd.DataFrame({OUTPUT: pd.Series(list(predictions), dtype=object)})
+                table = pd.DataFrame({OUTPUT: pd.Series(values, dtype=object)})
                 self._numeric_column(self._output_numeric, table, n_rows)
-            return
+            else:
+                for value in values:
+                    if not _is_finite_number(value):
+                        self._output_invalid[_numeric_reason(value)].inc()
+            return [
+                (i, float(v), checked[i][1]) for i, v in enumerate(values) if _is_finite_number(v)
+            ]
         keys = [_batch_key(p) for p in predictions]
         pairs: dict[tuple[str, str], int] = {}
-        for key, bucket in zip(keys, buckets, strict=True):
+        kept: list[tuple[int, Any, float | None]] = []
+        for i, (key, bucket) in enumerate(zip(keys, buckets, strict=True)):
             if key is None or key is _WRONG_TYPE:
                 self._output_invalid["missing" if key is None else "wrong_type"].inc()
                 continue
             pair = (cast(str, key), bucket)
             pairs[pair] = pairs.get(pair, 0) + 1
+            kept.append((i, key, checked[i][1]))
         for (key, bucket), count in pairs.items():
             child = self._predicted.get((key, bucket))
             if child is None:
@@ -629,6 +759,7 @@ class ModelMonitor:
             child.inc(count)
             if self._output_categorical is not None:
                 self._output_categorical.add_key(key, count)
+        return kept
 
     # -- classes -------------------------------------------------------------------------------
 
@@ -758,6 +889,11 @@ class ModelMonitor:
             for watch in self._watches():
                 watch.stream.seal(ended[1])
                 watch.flushed = [0.0] * len(watch.flushed)
+            self._performance.seal(ended[1])
+            self._confidences.seal(ended[1])
+        tick_start = float(self._ticks.current * self._ticks.seconds)
+        for stream in self._streams():
+            stream.tick_start = tick_start
         next_tick = (self._ticks.current + 1) * self._ticks.seconds
         self._next_due = min(next_tick, self._clock() + FLUSH_SECONDS)
 
@@ -774,13 +910,170 @@ class ModelMonitor:
             watch.flushed = live[:]
 
     def flush(self) -> None:
-        """Bring the per-bin counters up to date now (scrapes and a 1 s timer do it anyway)."""
+        """Bring counters up to date, drop expired predictions and publish this worker's windows.
+
+        Scrapes call it, and a service calls it every second; ``observe`` does the counters part
+        on its own at most once a second. Never raises.
+        """
         try:
             with self._lock:
                 self._housekeeping()
+            now = self._clock()
+            if now >= self._next_expire:
+                self._next_expire = now + EXPIRE_SECONDS
+                self._expire(now)
+            if self._state_file is not None and now >= self._next_export:
+                self._next_export = now + EXPORT_SECONDS
+                self._export_state(now)
         except Exception:
             self._monitor_errors.inc()
-            log.exception("model monitor %s failed to flush its counters", self.name)
+            log.exception("model monitor %s failed to flush", self.name)
+
+    def _expire(self, now: float) -> None:
+        try:
+            expired = self._outcomes.expire(now)
+        except (StoreError, sqlite3.Error, OSError) as exc:
+            self._store_errors.inc()
+            log.error("model monitor %s cannot expire predictions: %s", self.name, exc)
+            return
+        if expired:
+            self._expired.inc(expired)
+
+    def _streams(self) -> list[Stream]:
+        """Every stream in a fixed order: the order other workers' exports are read in."""
+        return [w.stream for w in self._watches()] + [self._performance, self._confidences]
+
+    def _export_state(self, now: float) -> None:
+        """Write this worker's windows where the other workers read them (atomic rename)."""
+        assert self._state_file is not None
+        arrays: dict[str, np.ndarray] = {}
+        with self._lock:
+            for index, stream in enumerate(self._streams()):
+                for key, value in export_stream(stream, now).items():
+                    arrays[f"s{index}.{key}"] = value
+        directory = self._state_file.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".windows-", suffix=".npz", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                np.savez(handle, **arrays)  # type: ignore[arg-type]
+            os.replace(tmp, self._state_file)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _other_workers(self) -> list[dict[str, np.ndarray]]:
+        """The windows other live or recently dead workers of this model published."""
+        if self._state_file is None or self._state_dir is None:
+            return []
+        states = []
+        pattern = self._state_file.name.rsplit("-", 1)[0] + "-*.npz"
+        for path in sorted(self._state_dir.glob(pattern)):
+            if path == self._state_file:
+                continue
+            try:
+                with np.load(path, allow_pickle=False) as data:
+                    states.append({key: data[key] for key in data.files})
+            except (OSError, ValueError, EOFError) as exc:  # a half-swept file: skip it
+                log.warning("skipping unreadable worker state %s: %s", path, exc)
+        return states
+
+    # -- ground truth ---------------------------------------------------------------------------
+
+    def record_outcome(self, prediction_id: str, actual: Any) -> Resolution:
+        """Join the ground truth of an earlier prediction; returns what happened.
+
+        ``RECORDED`` the first time (counted once), ``DUPLICATE`` for the same value again,
+        ``CONFLICT`` for a different value, ``UNKNOWN`` for an id never seen or expired,
+        ``INVALID`` for an actual of the wrong type (counted under ``feature="__actual__"``),
+        ``UNAVAILABLE`` when the store cannot be read. Never raises.
+        """
+        try:
+            value = self._valid_actual(actual)
+            if value is None:
+                return Resolution.INVALID
+            now = self._clock()
+            try:
+                resolved = self._outcomes.resolve(str(prediction_id), value, now)
+            except (StoreError, sqlite3.Error, OSError) as exc:
+                self._store_errors.inc()
+                log.error("model monitor %s cannot read the outcome store: %s", self.name, exc)
+                return Resolution.UNAVAILABLE
+            if resolved.resolution is Resolution.RECORDED and resolved.pending is not None:
+                self._count_outcome(resolved.pending, value, now)
+            return resolved.resolution
+        except Exception:
+            self._monitor_errors.inc()
+            log.exception("model monitor %s failed to record an outcome", self.name)
+            return Resolution.UNAVAILABLE
+
+    def _valid_actual(self, actual: Any) -> Any:
+        if self.task == "regression":
+            if _is_finite_number(actual):
+                return float(actual)
+            self._actual_invalid[_numeric_reason(actual)].inc()
+            return None
+        if isinstance(actual, (list, dict, tuple, set, bytes)):
+            self._actual_invalid["wrong_type"].inc()
+            return None
+        key = actual if type(actual) is str else category_key(actual)
+        if key is None:
+            self._actual_invalid["missing"].inc()
+        return key
+
+    def _count_outcome(self, pending: PendingPrediction, actual: Any, now: float) -> None:
+        self._delay.observe(max(0.0, now - pending.created_at))
+        if self.task == "regression":
+            predicted = float(pending.prediction)
+            error = predicted - actual
+            self._absolute_error.observe(abs(error))
+            self._squared_error.inc(error * error)
+            if error >= 0:
+                self._error_positive.inc(error)
+            else:
+                self._error_negative.inc(-error)
+            row = perf.regression_row(predicted, actual)
+        else:
+            with self._lock:
+                predicted_key = self._class_key(str(pending.prediction))
+                actual_key = self._class_key(str(actual))
+                slot_p, slot_a = self._slot(predicted_key), self._slot(actual_key)
+                child = self._outcome_children.get((predicted_key, actual_key))
+                if child is None:
+                    correct = "true" if predicted_key == actual_key else "false"
+                    child = self._instruments.outcomes.labels(
+                        *self._labels, predicted_key, actual_key, correct
+                    )
+                    self._outcome_children[(predicted_key, actual_key)] = child
+            child.inc()
+            row = perf.classification_row(
+                self._performance.width, slot_p, slot_a, pending.confidence
+            )
+        with self._lock:
+            live = self._performance.live
+            for i, value in enumerate(row):
+                if value:
+                    live[i] += value
+
+    def _slot(self, key: str) -> int:
+        """Performance-stream slot of a class; the last slot is ``__other__``."""
+        slot = self._slots.get(key)
+        if slot is None:
+            slot = len(self._slots) if len(self._slots) < self.max_classes else self.max_classes
+            if key != OTHER and slot < self.max_classes:
+                self._slots[key] = slot
+            else:
+                slot = self.max_classes
+        return slot
+
+    @property
+    def store_healthy(self) -> bool:
+        """False after a failed write to the outcome store, until the next one succeeds."""
+        return self._store_ok
+
+    def check_store(self) -> None:
+        """Raise StoreError when the outcome store cannot be written now (for /readyz)."""
+        self._outcomes.check_writable()
 
     def _watches(self) -> Iterator[_NumericWatch | _CategoricalWatch]:
         yield from self._numeric
@@ -815,25 +1108,81 @@ class ModelMonitor:
             return snapshot
 
     def _compute_drift(self, now: float) -> DriftSnapshot:
-        views = {}
+        others = self._other_workers()
+        views: dict[tuple[int, str], WindowView] = {}
         with self._lock:
             self._housekeeping()
-            for watch in self._watches():
+            for index, stream in enumerate(self._streams()):
                 for spec in self._specs:
-                    with_sample = isinstance(watch, _NumericWatch)
-                    views[(watch.name, spec.name)] = watch.stream.view(
-                        spec.name, now, with_sample=with_sample
+                    views[(index, spec.name)] = stream.view(
+                        spec.name, now, with_sample=bool(stream.sample_size)
                     )
+        if others:
+            for (index, window), own in list(views.items()):
+                prefix = f"s{index}."
+                stream_states = [
+                    {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
+                    for state in others
+                ]
+                spec = next(s for s in self._specs if s.name == window)
+                views[(index, window)] = merge_view(
+                    own, stream_states, spec, now, self._sample_size, self._export_rng
+                )
+        watches = list(self._watches())
+        performance = {
+            spec.name: self._window_performance(
+                spec.name,
+                views[(len(watches), spec.name)],
+                views[(len(watches) + 1, spec.name)],
+            )
+            for spec in self._specs
+        }
+        try:
+            pending: int | None = self._outcomes.pending_count()
+        except (StoreError, sqlite3.Error, OSError):
+            pending = None
+        by_name = {
+            (watch.name, window): views[(index, window)]
+            for index, watch in enumerate(watches)
+            for window in (s.name for s in self._specs)
+        }
         result: dict[str, dict[str, FeatureDrift]] = {}
         for watch in self._watches():
             per_window = result.setdefault(watch.name, {})
             for spec in self._specs:
-                view = views[(watch.name, spec.name)]
+                view = by_name[(watch.name, spec.name)]
                 if isinstance(watch, _NumericWatch):
                     per_window[spec.name] = self._numeric_drift(watch, spec.name, view)
                 else:
                     per_window[spec.name] = self._categorical_drift(watch, spec.name, view)
-        return DriftSnapshot(taken_at=now, features=result)
+        return DriftSnapshot(taken_at=now, features=result, performance=performance,
+                             pending=pending)  # fmt: skip
+
+    def _window_performance(
+        self, window: str, outcomes: WindowView, confidences: WindowView
+    ) -> WindowPerformance:
+        samples = int(round(outcomes.totals[0]))
+        if self.task == "regression":
+            if samples < self.min_samples:
+                return WindowPerformance(window, samples, ready=False)
+            return WindowPerformance(
+                window, samples, True, perf.regression_metrics(outcomes.totals)
+            )
+        names = [""] * (self.max_classes + 1)
+        for key, slot in self._slots.items():
+            names[slot] = key
+        names[self.max_classes] = OTHER
+        metrics: dict[str, float | None] = {}
+        classes: Mapping[str, Mapping[str, float | None]] = {}
+        ready = samples >= self.min_samples
+        if ready:
+            overall, classes = perf.classification_metrics(outcomes.totals, names)
+            metrics.update(overall)
+        # Expected accuracy needs no labels: the mean confidence of every prediction in the window.
+        confident = confidences.totals[0]
+        if confident >= self.min_samples:
+            metrics["expected_accuracy"] = float(confidences.totals[1] / confident)
+        return WindowPerformance(window, samples, ready, metrics, classes)
 
     def _numeric_drift(self, watch: _NumericWatch, window: str, view: Any) -> FeatureDrift:
         counts = view.totals[: watch.positive]
@@ -866,6 +1215,11 @@ class ModelMonitor:
             js_distance=_finite_or_none(stats.js_distance(share, counts)),
             chi2_pvalue=_finite_or_none(stats.chi_square(share, counts).pvalue),
         )  # fmt: skip
+
+
+def _safe(text: str) -> str:
+    """A name fit for a file name: anything but letters, digits, '.', '_' becomes '_'."""
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in text)[:64]
 
 
 class _WrongType:

@@ -16,9 +16,10 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import reduce
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -183,6 +184,8 @@ class WindowView:
 
     totals: npt.NDArray[np.float64]
     sample: npt.NDArray[np.float64]
+    #: How many values the sample stands for (all values seen in the window).
+    seen: int = 0
 
 
 class _Ring:
@@ -220,6 +223,8 @@ class Stream:
         self.reservoir = Reservoir(max(sample_size, 0), random.Random(seed))
         self._rings = {spec.name: _Ring(spec, width) for spec in specs}
         self._rng = np.random.default_rng(seed)
+        #: Start of the tick the live lists belong to (set by the owner's clock at each seal).
+        self.tick_start = 0.0
 
     def seal(self, tick_start: float) -> None:
         """Move the live tick, which started at ``tick_start``, into each window's slice."""
@@ -253,11 +258,12 @@ class Stream:
         current = int(now // ring.spec.slice_seconds)
         valid = (ring.slot_ids > current - ring.spec.slices) & (ring.slot_ids <= current)
         totals = ring.sums[valid].sum(axis=0) + np.asarray(self.live, dtype=np.float64)
+        seen = sum(ring.seen[i] for i in np.flatnonzero(valid)) + self.reservoir.seen
         if not (with_sample and self.sample_size):
-            return WindowView(totals, np.empty(0, dtype=np.float64))
+            return WindowView(totals, np.empty(0, dtype=np.float64), seen)
         parts = [(ring.samples[i], ring.seen[i]) for i in np.flatnonzero(valid)]
         parts.append((np.asarray(self.reservoir.values, dtype=np.float64), self.reservoir.seen))
-        return WindowView(totals, merge_samples(parts, self.sample_size, self._rng))
+        return WindowView(totals, merge_samples(parts, self.sample_size, self._rng), seen)
 
     @property
     def windows(self) -> list[str]:
@@ -281,3 +287,55 @@ class TickClock:
         ended = self.current
         self.current = tick
         return now, float(ended * self.seconds)
+
+
+def export_stream(stream: Stream, now: float) -> dict[str, npt.NDArray[Any]]:
+    """A stream's windows as plain arrays, for another process to merge (see merge_view).
+
+    Per window: the ring's slot ids and sums, and the window's merged sample with how many values
+    it stands for; plus the live tick (its sums, and the start of the tick it belongs to).
+    """
+    state: dict[str, npt.NDArray[Any]] = {
+        "live": np.asarray(stream.live, dtype=np.float64),
+        "live_tick": np.asarray([stream.tick_start], dtype=np.float64),
+    }
+    for name, ring in stream._rings.items():
+        state[f"{name}.slot_ids"] = ring.slot_ids.copy()
+        state[f"{name}.sums"] = ring.sums.copy()
+        view = stream.view(name, now, with_sample=bool(stream.sample_size))
+        state[f"{name}.sample"] = view.sample
+        state[f"{name}.sample_seen"] = np.asarray([view.seen], dtype=np.int64)
+    return state
+
+
+def merge_view(
+    own: WindowView,
+    others: Sequence[Mapping[str, npt.NDArray[Any]]],
+    spec: WindowSpec,
+    now: float,
+    sample_size: int,
+    rng: np.random.Generator,
+) -> WindowView:
+    """This process's view of a window plus the exported states of the other processes.
+
+    Sums are exact: each other process's unexpired slices, and its live tick when that tick's
+    slice is still in the window. Samples are merged weighted by how many values each stands
+    for; another process's sample is as of its last export (at most a second or so old).
+    """
+    totals = own.totals.copy()
+    current = int(now // spec.slice_seconds)
+    parts = [(own.sample, own.seen)]
+    seen = own.seen
+    for state in others:
+        slot_ids = state[f"{spec.name}.slot_ids"]
+        valid = (slot_ids > current - spec.slices) & (slot_ids <= current)
+        totals += state[f"{spec.name}.sums"][valid].sum(axis=0)
+        live_slot = int(float(state["live_tick"][0]) // spec.slice_seconds)
+        if current - spec.slices < live_slot <= current:
+            totals += state["live"]
+        other_seen = int(state[f"{spec.name}.sample_seen"][0])
+        seen += other_seen
+        if sample_size:
+            parts.append((state[f"{spec.name}.sample"], other_seen))
+    sample = merge_samples(parts, sample_size, rng) if sample_size else own.sample
+    return WindowView(totals, sample, seen)

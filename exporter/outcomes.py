@@ -1,0 +1,311 @@
+"""Predictions waiting for their ground truth: a bounded in-memory store and a SQLite store.
+
+Both keep, per prediction id, when it was made, by which version, what was predicted and with what
+confidence, until its outcome arrives, its TTL passes or the size cap pushes it out (the last two
+are counted as expired). After an outcome arrives the record stays until its TTL, so the same
+outcome sent twice is recognised as a duplicate and a different one as a conflict.
+
+The SQLite store survives ``kill -9`` and restarts (WAL: every committed insert is in the file),
+and several worker processes can share it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sqlite3
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol
+
+#: File name of the database inside the data directory.
+DATABASE_NAME = "outcomes.sqlite3"
+#: ``PRAGMA application_id`` marking our files, so a foreign SQLite file is never overwritten.
+APPLICATION_ID = 0x4D4F4E31  # "MON1"
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 5.0
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used (unwritable, corrupt, foreign file); the message says why."""
+
+
+@dataclass(frozen=True)
+class PendingPrediction:
+    prediction_id: str
+    created_at: float
+    version: str
+    prediction: Any
+    confidence: float | None
+
+
+class Resolution(Enum):
+    RECORDED = "recorded"  # first outcome for a known prediction: count it
+    DUPLICATE = "duplicate"  # the same outcome again: accept, do not count twice
+    CONFLICT = "conflict"  # a different outcome for a prediction that already has one
+    UNKNOWN = "unknown"  # never seen, or expired
+    INVALID = "invalid"  # the actual has the wrong type for the task (nothing stored)
+    UNAVAILABLE = "unavailable"  # the store could not be read or written
+
+
+@dataclass(frozen=True)
+class Resolved:
+    resolution: Resolution
+    pending: PendingPrediction | None = None
+
+
+class OutcomeStore(Protocol):
+    def remember(self, pending: PendingPrediction) -> None: ...
+    def remember_many(self, pendings: Sequence[PendingPrediction]) -> None: ...
+    def resolve(self, prediction_id: str, actual: Any, now: float) -> Resolved: ...
+    def expire(self, now: float) -> int: ...
+    def pending_count(self) -> int: ...
+    def check_writable(self) -> None: ...
+    def close(self) -> None: ...
+
+
+def encode(value: Any) -> str:
+    """Canonical JSON of a prediction or outcome, so equal values compare equal as text."""
+    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
+        value = int(value)
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+class MemoryOutcomeStore:
+    """Bounded in-memory store: the library's default (lost when the process ends)."""
+
+    def __init__(self, *, ttl_seconds: float = 7 * 86400, max_pending: int = 100_000) -> None:
+        self.ttl_seconds = ttl_seconds
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        # Insertion order is creation order, so the oldest entries are at the front.
+        self._records: OrderedDict[str, tuple[PendingPrediction, str | None]] = OrderedDict()
+        self._pending = 0
+        self._overflow = 0
+
+    def remember(self, pending: PendingPrediction) -> None:
+        with self._lock:
+            previous = self._records.pop(pending.prediction_id, None)
+            if previous is not None and previous[1] is None:
+                self._pending -= 1
+            self._records[pending.prediction_id] = (pending, None)
+            self._pending += 1
+            while len(self._records) > self.max_pending:
+                _, (_, actual) = self._records.popitem(last=False)
+                if actual is None:
+                    self._pending -= 1
+                    self._overflow += 1
+
+    def remember_many(self, pendings: Sequence[PendingPrediction]) -> None:
+        for pending in pendings:
+            self.remember(pending)
+
+    def resolve(self, prediction_id: str, actual: Any, now: float) -> Resolved:
+        encoded = encode(actual)
+        with self._lock:
+            record = self._records.get(prediction_id)
+            if record is None or now - record[0].created_at > self.ttl_seconds:
+                return Resolved(Resolution.UNKNOWN)
+            pending, known = record
+            if known is None:
+                self._records[prediction_id] = (pending, encoded)
+                self._pending -= 1
+                return Resolved(Resolution.RECORDED, pending)
+            if known == encoded:
+                return Resolved(Resolution.DUPLICATE, pending)
+            return Resolved(Resolution.CONFLICT, pending)
+
+    def expire(self, now: float) -> int:
+        with self._lock:
+            expired, self._overflow = self._overflow, 0
+            while self._records:
+                key, (pending, actual) = next(iter(self._records.items()))
+                if now - pending.created_at <= self.ttl_seconds:
+                    break
+                del self._records[key]
+                if actual is None:
+                    self._pending -= 1
+                    expired += 1
+            return expired
+
+    def pending_count(self) -> int:
+        return self._pending
+
+    def check_writable(self) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+class SqliteOutcomeStore:
+    """Pending predictions in one SQLite file (WAL), shared by the workers of a service."""
+
+    def __init__(
+        self, path: Path, *, ttl_seconds: float = 7 * 86400, max_pending: int = 1_000_000
+    ) -> None:
+        self.path = path
+        self.ttl_seconds = ttl_seconds
+        self.max_pending = max_pending
+        self._lock = threading.Lock()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False,
+                isolation_level=None,
+            )  # fmt: skip
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the outcome store: {exc}") from None
+        try:
+            self._prepare()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StoreError(
+                f"{path}: not a usable outcome store ({exc}); move it away or point "
+                "--data-dir elsewhere. It was not modified."
+            ) from None
+
+    def _prepare(self) -> None:
+        db = self._db
+        app_id = db.execute("PRAGMA application_id").fetchone()[0]
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        if app_id not in (0, APPLICATION_ID) or (app_id == 0 and tables):
+            raise sqlite3.DatabaseError("the file belongs to another application")
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise sqlite3.DatabaseError(f"written by a newer exporter (schema {version})")
+        if db.execute("PRAGMA journal_mode=WAL").fetchone()[0].lower() != "wal":
+            raise sqlite3.DatabaseError("the file system does not support WAL journaling")
+        # NORMAL in WAL mode: a committed row survives a crash of the process (kill -9); only
+        # an OS crash or power cut can lose the last commits, at a fraction of FULL's fsyncs.
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            db.execute(
+                """CREATE TABLE IF NOT EXISTS predictions (
+                    id TEXT PRIMARY KEY,
+                    created_at REAL NOT NULL,
+                    version TEXT NOT NULL,
+                    prediction TEXT NOT NULL,
+                    confidence REAL,
+                    actual TEXT
+                )"""
+            )
+            db.execute("CREATE INDEX IF NOT EXISTS by_created ON predictions (created_at)")
+            db.execute(f"PRAGMA application_id={APPLICATION_ID}")
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    @classmethod
+    def in_directory(cls, data_dir: Path, **kwargs: Any) -> SqliteOutcomeStore:
+        return cls(data_dir / DATABASE_NAME, **kwargs)
+
+    def remember(self, pending: PendingPrediction) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, NULL)",
+                (pending.prediction_id, pending.created_at, pending.version,
+                 encode(pending.prediction), pending.confidence),
+            )  # fmt: skip
+
+    def remember_many(self, pendings: Sequence[PendingPrediction]) -> None:
+        """One transaction for a whole batch: one commit instead of one per row."""
+        rows = [
+            (p.prediction_id, p.created_at, p.version, encode(p.prediction), p.confidence)
+            for p in pendings
+        ]
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    "INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, NULL)", rows
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def resolve(self, prediction_id: str, actual: Any, now: float) -> Resolved:
+        encoded = encode(actual)
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                row = db.execute(
+                    "SELECT created_at, version, prediction, confidence, actual "
+                    "FROM predictions WHERE id = ?",
+                    (prediction_id,),
+                ).fetchone()
+                if row is None or now - row[0] > self.ttl_seconds:
+                    db.execute("COMMIT")
+                    return Resolved(Resolution.UNKNOWN)
+                pending = PendingPrediction(prediction_id, row[0], row[1], json.loads(row[2]),
+                                            row[3])  # fmt: skip
+                if row[4] is None:
+                    db.execute("UPDATE predictions SET actual = ? WHERE id = ?",
+                               (encoded, prediction_id))  # fmt: skip
+                    db.execute("COMMIT")
+                    return Resolved(Resolution.RECORDED, pending)
+                db.execute("COMMIT")
+                same = row[4] == encoded
+                return Resolved(Resolution.DUPLICATE if same else Resolution.CONFLICT, pending)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def expire(self, now: float) -> int:
+        """Drop records past their TTL and unresolved ones past the cap; returns how many
+        unresolved predictions were dropped (the expired count)."""
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                cutoff = now - self.ttl_seconds
+                expired = db.execute(
+                    "DELETE FROM predictions WHERE created_at < ? AND actual IS NULL", (cutoff,)
+                ).rowcount
+                db.execute("DELETE FROM predictions WHERE created_at < ?", (cutoff,))
+                pending = db.execute(
+                    "SELECT COUNT(*) FROM predictions WHERE actual IS NULL"
+                ).fetchone()[0]
+                excess = pending - self.max_pending
+                if excess > 0:
+                    expired += db.execute(
+                        "DELETE FROM predictions WHERE id IN (SELECT id FROM predictions "
+                        "WHERE actual IS NULL ORDER BY created_at LIMIT ?)",
+                        (excess,),
+                    ).rowcount
+                db.execute("COMMIT")
+                return int(expired)
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+
+    def pending_count(self) -> int:
+        with self._lock:
+            row = self._db.execute("SELECT COUNT(*) FROM predictions WHERE actual IS NULL")
+            return int(row.fetchone()[0])
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` when a write would fail now (read-only, disk full...)."""
+        try:
+            with self._lock:
+                self._db.execute("BEGIN IMMEDIATE")
+                self._db.execute("CREATE TEMP TABLE IF NOT EXISTS probe (x)")
+                self._db.execute("ROLLBACK")
+            if not os.access(self.path.parent, os.W_OK):
+                raise StoreError(f"{self.path.parent}: the data directory is not writable")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: the outcome store is not writable: {exc}") from None
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
