@@ -7,6 +7,7 @@ stderr and exit code 2, never a traceback; nothing is written half-way.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -108,6 +109,59 @@ def _add_receiver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=receiver.run)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from exporter import service
+    from exporter.config import load_config
+
+    data_dir = Path(args.data_dir)
+    try:
+        config = load_config(args.config)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        # Built once here, in every case, so a mistake is one clear line before any worker starts.
+        checked = service.build_service(config, data_dir)
+    except service.startup_errors() as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:
+        raise CommandError(f"{data_dir}: cannot use the data directory: {exc}") from None
+    log_level = "warning" if args.quiet else "info"
+    if args.workers == 1:
+        import prometheus_client
+
+        if not config.service.created_series:
+            prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+        app = service.BodyLimit(service.create_app(checked), config.service.max_body_bytes)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=log_level,
+                    timeout_graceful_shutdown=10)  # fmt: skip
+        return 0
+    checked.store.close()
+    multiproc = service.prepare_multiprocess_dir(data_dir)
+    os.environ[service.MULTIPROC_ENV] = str(multiproc)
+    os.environ[service.ENV_CONFIG] = str(Path(args.config).resolve())
+    os.environ[service.ENV_DATA_DIR] = str(data_dir.resolve())
+    uvicorn.run(
+        "exporter.service:app_from_environment", factory=True, host=args.host, port=args.port,
+        workers=args.workers, log_level=log_level, timeout_graceful_shutdown=10,
+    )  # fmt: skip
+    return 0
+
+
+def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "serve",
+        help="serve a model over HTTP with monitoring",
+        description="Serve /predict, /feedback, /metrics, /healthz, /readyz and /docs.",
+    )
+    p.add_argument("--config", required=True, help="the monitor's YAML config")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--data-dir", default="data", help="outcome store and worker files")
+    p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    p.set_defaults(func=cmd_serve)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-exporter",
@@ -122,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     _add_baseline,
+    _add_serve,
     _add_receiver,
 ]
 

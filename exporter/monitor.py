@@ -597,6 +597,15 @@ class ModelMonitor:
         bucket = "low" if confidence < low else "high" if confidence >= high else "medium"
         return bucket, confidence
 
+    def count_invalid(self, feature: str, reason: str) -> None:
+        """Count an invalid value found outside ``observe`` (e.g. a request refused for it)."""
+        for watch in self._watches():
+            if watch.name == feature:
+                child = watch.invalid.get(reason)
+                if child is not None:
+                    child.inc()
+                return
+
     def observe_latency(self, seconds: float) -> None:
         """Record one inference latency (``observe`` and ``instrument`` call this for you)."""
         if isinstance(seconds, (int, float)) and seconds >= 0 and math.isfinite(seconds):

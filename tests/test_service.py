@@ -1,0 +1,343 @@
+"""The model server: in process for the rules, over real HTTP for the promises that need it."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client.parser import text_string_to_metric_families
+
+from exporter.config import load_config
+from exporter.service import BodyLimit, build_service, create_app
+from tests.service_fixtures import live_server, stop, write_setup
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()):
+                return float(s.value)
+    return None
+
+
+@pytest.fixture
+def regression(tmp_path: Path):
+    config = write_setup(tmp_path, "regression")
+    service = build_service(load_config(config), tmp_path / "data")
+    with TestClient(BodyLimit(create_app(service), 65536)) as client:
+        yield client
+
+
+@pytest.fixture
+def classification(tmp_path: Path):
+    config = write_setup(tmp_path, "classification", store="memory")
+    service = build_service(load_config(config), tmp_path / "data")
+    with TestClient(BodyLimit(create_app(service), 65536)) as client:
+        yield client
+
+
+def test_prediction_feedback_gives_exact_mae(regression: TestClient) -> None:
+    errors = [0.5, -1.0, 2.0, -3.0, 4.5, 0.0, 1.0, -2.5, 6.0, -0.5, 3.0, 1.5]
+    for i, error in enumerate(errors):
+        answer = regression.post(
+            "/predict", json={"features": {"miles": float(i), "zone": "north"}}
+        )
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        assert body["prediction"] == pytest.approx(3 + 2 * i)
+        assert body["model"] == "toy" and body["version"] == "v1" and body["confidence"] is None
+        actual = body["prediction"] - error
+        feedback = regression.post(
+            "/feedback", json={"prediction_id": body["prediction_id"], "actual": actual}
+        )
+        assert feedback.status_code == 200, feedback.text
+        assert feedback.json()["status"] == "recorded"
+    text = regression.get("/metrics").text
+    mae = float(np.mean(np.abs(errors)))
+    rmse = float(np.sqrt(np.mean(np.square(errors))))
+    labels = {"model": "toy", "version": "v1"}
+    assert sample(text, "model_absolute_error_count", **labels) == len(errors)
+    assert sample(text, "model_absolute_error_sum", **labels) == pytest.approx(mae * len(errors))
+    assert sample(text, "model_squared_error_total", **labels) == pytest.approx(
+        rmse**2 * len(errors)
+    )
+    assert sample(text, "model_performance", metric="mae", window="5m") == pytest.approx(mae)
+    assert sample(text, "model_performance", metric="rmse", window="1h") == pytest.approx(rmse)
+    within_2 = float(np.mean(np.abs(errors) <= 2))
+    assert sample(text, "model_performance", metric="within_2", window="5m") == pytest.approx(
+        within_2
+    )
+    assert sample(text, "model_outcomes_pending", **labels) == 0
+    assert sample(text, "model_alert_threshold", alert="mae_critical") == 5.0
+
+
+def test_classification_accuracy_and_per_class_quality(classification: TestClient) -> None:
+    miles = [1, 2, 3, 6, 7, 8, 9, 10, 2, 3, 11, 12]
+    actual = ["short", "long", "short", "long", "long", "short", "long", "long", "short",
+              "short", "long", "short"]  # fmt: skip
+    predicted = []
+    for m, truth in zip(miles, actual, strict=True):
+        body = classification.post("/predict", json={"features": {"miles": m}}).json()
+        predicted.append(body["prediction"])
+        assert 0 < body["confidence"] <= 1
+        answer = classification.post(
+            "/feedback", json={"prediction_id": body["prediction_id"], "actual": truth}
+        )
+        assert answer.status_code == 200
+    text = classification.get("/metrics").text
+    accuracy = float(np.mean([p == a for p, a in zip(predicted, actual, strict=True)]))
+    assert sample(text, "model_performance", metric="accuracy", window="5m") == pytest.approx(
+        accuracy
+    )
+    tp = sum(p == a == "long" for p, a in zip(predicted, actual, strict=True))
+    precision = tp / predicted.count("long")
+    recall = tp / actual.count("long")
+    assert sample(text, "model_class_performance", **{"class": "long"}, metric="precision",
+                  window="5m") == pytest.approx(precision)  # fmt: skip
+    assert sample(text, "model_class_performance", **{"class": "long"}, metric="recall",
+                  window="5m") == pytest.approx(recall)  # fmt: skip
+    wrong = sample(text, "model_outcomes_total", predicted="short", actual="long", correct="false")
+    assert wrong == sum(p == "short" and a == "long" for p, a in zip(predicted, actual,
+                                                                       strict=True))  # fmt: skip
+    assert sample(text, "model_performance", metric="expected_accuracy", window="5m") is not None
+
+
+def test_batch_prediction(regression: TestClient) -> None:
+    answer = regression.post("/predict", json={"instances": [{"miles": 1.0}, {"miles": 2.0}]})
+    assert answer.status_code == 200
+    assert [p["prediction"] for p in answer.json()["predictions"]] == [5.0, 7.0]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "field"),
+    [
+        ({"features": {"miles": "far"}}, 422, "features.miles"),
+        ({"features": {"miles": [1]}}, 422, "features.miles"),
+        ({"features": {"miles": True}}, 422, "features.miles"),
+        ({"features": {"zone": {"a": 1}}}, 422, "features.zone"),
+        ({"features": [1, 2]}, 422, "features"),
+        ({"instances": [{"miles": 1}, {"miles": "x"}]}, 422, "instances.1.miles"),
+        ({"instances": [{"miles": 1}] * 51}, 413, "instances"),
+        ({"instances": []}, 422, "instances"),
+        ({"features": {}, "instances": []}, 422, "body"),
+        ({"feature": {}}, 422, "feature"),
+        ([], 422, "body"),
+    ],
+)
+def test_bad_predict_requests_are_4xx_naming_the_field(
+    regression: TestClient, body: object, status: int, field: str
+) -> None:
+    answer = regression.post("/predict", json=body)
+    assert answer.status_code == status, answer.text
+    assert answer.json()["detail"][0]["field"] == field
+
+
+def test_wrong_type_is_also_counted_as_bad_data(regression: TestClient) -> None:
+    regression.post("/predict", json={"features": {"miles": "far"}})
+    text = regression.get("/metrics").text
+    assert sample(text, "model_input_invalid_total", feature="miles", reason="wrong_type") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "status"),
+    [
+        (b"{not json", 400),
+        (b"", 400),
+        (b"\xff\xfe", 400),
+        (b'{"features": {"miles": NaN}}', 400),
+        (b"[" * 100 + b"]" * 100, 400),
+    ],  # fmt: skip
+)
+def test_broken_bodies(regression: TestClient, raw: bytes, status: int) -> None:
+    answer = regression.post("/predict", content=raw, headers={"content-type": "application/json"})
+    assert answer.status_code == status
+    assert "Traceback" not in answer.text and answer.json()["detail"][0]["field"] == "body"
+
+
+def test_body_over_the_limit_is_413(regression: TestClient) -> None:
+    big = json.dumps({"features": {"zone": "x" * 70_000}}).encode()
+    assert regression.post("/predict", content=big).status_code == 413
+
+
+def test_feedback_rules(regression: TestClient) -> None:
+    pid = regression.post("/predict", json={"features": {"miles": 1.0}}).json()["prediction_id"]
+    assert (
+        regression.post("/feedback", json={"prediction_id": "nope", "actual": 1}).status_code == 404
+    )
+    assert regression.post("/feedback", json={"prediction_id": pid, "actual": 5}).status_code == 200
+    again = regression.post("/feedback", json={"prediction_id": pid, "actual": 5.0})
+    assert again.status_code == 200 and again.json()["status"] == "duplicate"
+    conflict = regression.post("/feedback", json={"prediction_id": pid, "actual": 6})
+    assert conflict.status_code == 409 and conflict.json()["detail"][0]["field"] == "prediction_id"
+    bad = regression.post("/feedback", json={"prediction_id": pid, "actual": "cheap"})
+    assert bad.status_code == 422
+    missing = regression.post("/feedback", json={"prediction_id": pid})
+    assert missing.status_code == 422 and missing.json()["detail"][0]["field"] == "actual"
+    text = regression.get("/metrics").text
+    assert sample(text, "model_absolute_error_count") == 1  # counted once
+
+
+def test_feedback_list(regression: TestClient) -> None:
+    ids = [
+        regression.post("/predict", json={"features": {"miles": float(m)}}).json()["prediction_id"]
+        for m in range(3)
+    ]
+    answer = regression.post(
+        "/feedback",
+        json=[{"prediction_id": ids[0], "actual": 3}, {"prediction_id": "zz", "actual": 1}],
+    )
+    assert answer.status_code == 200
+    assert [r["status"] for r in answer.json()["results"]] == ["recorded", "unknown"]
+
+
+def test_model_exception_is_a_generic_500_counted_by_class(regression: TestClient) -> None:
+    answer = regression.post("/predict", json={"features": {"miles": -1.0}})
+    assert answer.status_code == 500
+    assert answer.json() == {"detail": "the model failed to predict"}
+    text = regression.get("/metrics").text
+    assert sample(text, "model_prediction_errors_total", error="ToyFailure") == 1
+
+
+def test_health_readiness_docs(regression: TestClient) -> None:
+    assert regression.get("/healthz").json() == {
+        "status": "ok", "model": "toy", "version": "v1", "task": "regression"
+    }  # fmt: skip
+    assert regression.get("/readyz").status_code == 200
+    assert regression.get("/docs").status_code == 200
+    assert "/predict" in regression.get("/openapi.json").json()["paths"]
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+bodies = (
+    json_values
+    | st.fixed_dictionaries(
+        {"features": st.dictionaries(st.sampled_from(["miles", "zone", "other"]), json_values)}
+    )
+    | st.fixed_dictionaries({"prediction_id": json_values, "actual": json_values})
+)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(body=bodies, path=st.sampled_from(["/predict", "/feedback"]))
+def test_generated_json_never_gets_a_5xx(
+    classification: TestClient, body: object, path: str
+) -> None:
+    answer = classification.post(path, content=json.dumps(body))
+    assert answer.status_code < 500, (path, body, answer.text)
+
+
+@settings(
+    max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(raw=st.binary(max_size=200))
+def test_generated_bytes_never_get_a_5xx(classification: TestClient, raw: bytes) -> None:
+    for path in ("/predict", "/feedback"):
+        assert classification.post(path, content=raw).status_code < 500
+
+
+# -- over real HTTP --------------------------------------------------------------------------------
+
+
+def test_live_server_prediction_feedback_metrics(tmp_path: Path) -> None:
+    config = write_setup(tmp_path, "regression")
+    with live_server(config, tmp_path / "data") as (url, _):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            errors = []
+            for i in range(15):
+                body = client.post("/predict", json={"features": {"miles": float(i)}}).json()
+                error = (i % 5) - 2.0
+                errors.append(error)
+                actual = body["prediction"] - error
+                status = client.post(
+                    "/feedback", json={"prediction_id": body["prediction_id"], "actual": actual}
+                ).status_code
+                assert status == 200
+            assert (
+                client.post("/feedback", json={"prediction_id": "x", "actual": 1}).status_code
+                == 404
+            )
+            assert client.post("/predict", json={"features": {"miles": "x"}}).status_code == 422
+            text = client.get("/metrics").text
+    mae = float(np.mean(np.abs(errors)))
+    assert sample(text, "model_performance", metric="mae", window="5m") == pytest.approx(mae)
+    assert sample(text, "model_absolute_error_count") == 15
+
+
+def test_pending_predictions_survive_kill_9(tmp_path: Path) -> None:
+    config = write_setup(tmp_path, "regression")
+    data = tmp_path / "data"
+    with live_server(config, data) as (url, process):
+        ids = [
+            httpx.post(f"{url}/predict", json={"features": {"miles": float(i)}}).json()[
+                "prediction_id"
+            ]
+            for i in range(20)
+        ]
+        stop(process, signal.SIGKILL)
+    with live_server(config, data) as (url, _):
+        with httpx.Client(base_url=url, timeout=10) as client:
+            statuses = [
+                client.post("/feedback", json={"prediction_id": pid, "actual": 1.0}).status_code
+                for pid in ids
+            ]
+            text = client.get("/metrics").text
+    assert statuses == [200] * 20
+    assert sample(text, "model_absolute_error_count") == 20
+
+
+def _drive(url: str, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    with httpx.Client(base_url=url, timeout=10) as client:
+        for miles in rng.gamma(4.0, 3.0, 200):  # drifted: longer trips than the reference
+            body = client.post("/predict", json={"features": {"miles": float(miles),
+                                                              "zone": "east"}}).json()  # fmt: skip
+            client.post("/feedback", json={"prediction_id": body["prediction_id"],
+                                           "actual": body["prediction"] + 1.5})  # fmt: skip
+
+
+def test_one_and_two_workers_agree(tmp_path: Path) -> None:
+    """The same requests, served by 1 and by 2 worker processes: same counters, same PSI."""
+    results = {}
+    for workers in (1, 2):
+        directory = tmp_path / f"w{workers}"
+        directory.mkdir()
+        config = write_setup(directory, "regression")
+        with live_server(config, directory / "data", workers=workers) as (url, _):
+            _drive(url, seed=7)
+            time.sleep(2.5)  # every worker flushes and publishes its windows each second
+            results[workers] = httpx.get(f"{url}/metrics", timeout=10).text
+    one, two = results[1], results[2]
+    for name, labels in [
+        ("model_predictions_total", {"confidence_bucket": "none"}),
+        ("model_feature_bin_total", {"feature": "miles", "bin": "09"}),
+        ("model_feature_bin_total", {"feature": "zone", "bin": "east"}),
+        ("model_absolute_error_count", {}),
+        ("model_feature_value_sum_total", {"feature": "miles", "sign": "positive"}),
+    ]:
+        assert sample(one, name, **labels) == pytest.approx(sample(two, name, **labels)), name
+    for feature in ("miles", "zone", "__prediction__"):
+        psi_one = sample(one, "model_feature_psi", feature=feature, window="5m")
+        psi_two = sample(two, "model_feature_psi", feature=feature, window="5m")
+        assert psi_one is not None and psi_two is not None
+        assert psi_one == pytest.approx(psi_two, rel=1e-9), feature
+    assert sample(one, "model_performance", metric="mae", window="5m") == pytest.approx(1.5)
+    assert sample(two, "model_performance", metric="mae", window="5m") == pytest.approx(1.5)
+    assert sample(two, "model_feature_window_samples", feature="miles", window="5m") == 200
+    assert not math.isnan(sample(two, "model_feature_zscore", feature="miles", window="5m") or 0)

@@ -1,0 +1,31 @@
+"""Tiny deterministic models the service tests load by import path."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+
+class ToyFailure(RuntimeError):
+    pass
+
+
+def regress(features: Mapping[str, Any]) -> float:
+    """fare = 3 + 2 * miles; raises for miles < 0 and sleeps when asked."""
+    miles = features.get("miles")
+    if features.get("_sleep"):
+        time.sleep(float(features["_sleep"]))
+    if miles is None:
+        return 3.0
+    if miles < 0:
+        raise ToyFailure("negative miles")
+    return 3.0 + 2.0 * float(miles)
+
+
+def classify(features: Mapping[str, Any]) -> tuple[str, float]:
+    """'long' above 5 miles, else 'short', with a confidence that grows with the distance."""
+    miles = float(features.get("miles") or 0.0)
+    if miles > 5:
+        return "long", min(0.99, 0.5 + miles / 20)
+    return "short", 0.9
