@@ -1,0 +1,167 @@
+"""Outcome stores and performance metrics, against numpy and scipy on the same pairs."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry
+from scipy import stats as sps
+
+from exporter import ModelMonitor
+from exporter import performance as perf
+from exporter.outcomes import (
+    MemoryOutcomeStore,
+    PendingPrediction,
+    Resolution,
+    SqliteOutcomeStore,
+    StoreError,
+)
+
+
+def test_regression_metrics_match_numpy_and_scipy() -> None:
+    rng = np.random.default_rng(0)
+    predicted = rng.gamma(3, 4, 500)
+    actual = predicted + rng.normal(0, 3, 500)
+    totals = np.sum([perf.regression_row(p, a) for p, a in zip(predicted, actual, strict=True)],
+                    axis=0)  # fmt: skip
+    metrics = perf.regression_metrics(totals)
+    errors = np.abs(predicted - actual)
+    assert metrics["mae"] == pytest.approx(errors.mean())
+    assert metrics["rmse"] == pytest.approx(np.sqrt(np.mean(errors**2)))
+    assert metrics["correlation"] == pytest.approx(sps.pearsonr(actual, predicted).statistic)
+    for w in (2, 5, 10):
+        assert metrics[f"within_{w}"] == pytest.approx(np.mean(errors <= w))
+
+
+def test_regression_metrics_edge_cases() -> None:
+    empty = perf.regression_metrics(np.zeros(len(perf.REGRESSION_FIELDS)))
+    assert all(value is None for value in empty.values())
+    constant = np.sum([perf.regression_row(5.0, a) for a in (1.0, 2.0, 3.0)], axis=0)
+    assert perf.regression_metrics(constant)["correlation"] is None  # constant prediction
+
+
+def test_classification_metrics_match_a_direct_count() -> None:
+    rng = np.random.default_rng(1)
+    classes = ["a", "b", "c", "__other__"]
+    actual = rng.integers(0, 3, 400)
+    predicted = np.where(rng.random(400) < 0.7, actual, rng.integers(0, 3, 400))
+    confidence = rng.uniform(0.4, 1.0, 400)
+    width = perf.class_slots(len(classes))
+    totals = np.sum(
+        [perf.classification_row(width, int(p), int(a), float(c))
+         for p, a, c in zip(predicted, actual, confidence, strict=True)], axis=0,
+    )  # fmt: skip
+    overall, per_class = perf.classification_metrics(totals, classes)
+    assert overall["accuracy"] == pytest.approx(np.mean(predicted == actual))
+    f1s = []
+    for k, name in enumerate(classes[:3]):
+        tp = np.sum((predicted == k) & (actual == k))
+        precision, recall = tp / np.sum(predicted == k), tp / np.sum(actual == k)
+        f1 = 2 * precision * recall / (precision + recall)
+        f1s.append(f1)
+        assert per_class[name]["precision"] == pytest.approx(precision)
+        assert per_class[name]["recall"] == pytest.approx(recall)
+        assert per_class[name]["f1"] == pytest.approx(f1)
+    assert "__other__" not in per_class  # never predicted nor actual
+    assert overall["macro_f1"] == pytest.approx(np.mean(f1s))
+    gap = confidence.mean() - np.mean(predicted == actual)
+    assert overall["calibration_gap"] == pytest.approx(gap)
+
+
+def _pending(pid: str, at: float, prediction: object = 1.0) -> PendingPrediction:
+    return PendingPrediction(pid, at, "v1", prediction, 0.9)
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path):
+    if request.param == "memory":
+        yield MemoryOutcomeStore(ttl_seconds=100, max_pending=5)
+    else:
+        sqlite = SqliteOutcomeStore(tmp_path / "o.sqlite3", ttl_seconds=100, max_pending=5)
+        yield sqlite
+        sqlite.close()
+
+
+def test_resolution_rules(store) -> None:
+    store.remember(_pending("a", 0.0))
+    assert store.pending_count() == 1
+    assert store.resolve("a", 2.0, 10).resolution is Resolution.RECORDED
+    assert store.resolve("a", 2, 11).resolution is Resolution.DUPLICATE  # 2 == 2.0
+    assert store.resolve("a", 3.0, 12).resolution is Resolution.CONFLICT
+    assert store.resolve("zz", 1.0, 12).resolution is Resolution.UNKNOWN
+    assert store.pending_count() == 0
+
+
+def test_ttl_and_cap_expire_and_are_counted(store) -> None:
+    for i in range(8):
+        store.remember(_pending(f"p{i}", float(i)))
+    store.remember(_pending("late", 50.0))
+    assert store.expire(60.0) == 4  # cap of 5: the 4 oldest unresolved go
+    assert store.pending_count() == 5
+    assert store.resolve("p7", 1.0, 60).resolution is Resolution.RECORDED
+    # TTL cutoff at 20: p4..p6 expire unresolved; p7 goes too but it had its outcome.
+    assert store.expire(120.0) == 3
+    assert store.resolve("late", 1.0, 151).resolution is Resolution.UNKNOWN  # past TTL
+
+
+def test_sqlite_store_survives_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    first = SqliteOutcomeStore(path)
+    first.remember_many([_pending(f"x{i}", 1.0, "cat") for i in range(3)])
+    first.close()
+    second = SqliteOutcomeStore(path)
+    assert second.pending_count() == 3
+    resolved = second.resolve("x1", "cat", 2.0)
+    assert resolved.resolution is Resolution.RECORDED and resolved.pending is not None
+    assert resolved.pending.prediction == "cat"
+    second.close()
+
+
+def test_sqlite_store_refuses_foreign_and_corrupt_files(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign.sqlite3"
+    with sqlite3.connect(foreign) as db:
+        db.execute("CREATE TABLE customers (id INTEGER)")
+    with pytest.raises(StoreError, match="another application"):
+        SqliteOutcomeStore(foreign)
+    with sqlite3.connect(foreign) as db:  # untouched
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == [("customers",)]
+    corrupt = tmp_path / "corrupt.sqlite3"
+    corrupt.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="not a usable outcome store"):
+        SqliteOutcomeStore(corrupt)
+    assert corrupt.read_bytes().startswith(b"this is not")
+
+
+def test_monitor_record_outcome_statuses() -> None:
+    registry = CollectorRegistry()
+    monitor = ModelMonitor("m", task="regression", registry=registry)
+    pid = monitor.observe({}, 10.0)
+    assert monitor.record_outcome(pid, "ten") is Resolution.INVALID
+    assert monitor.record_outcome(pid, float("nan")) is Resolution.INVALID
+    assert monitor.record_outcome("nope", 1.0) is Resolution.UNKNOWN
+    assert monitor.record_outcome(pid, 12.5) is Resolution.RECORDED
+    assert monitor.record_outcome(pid, 12.5) is Resolution.DUPLICATE
+    base = {"model": "m", "version": "unversioned"}
+    assert registry.get_sample_value("model_absolute_error_sum", base) == pytest.approx(2.5)
+    assert registry.get_sample_value("model_error_sum_total", {**base, "sign": "negative"}) == 2.5
+    invalid = {**base, "feature": "__actual__"}
+    assert registry.get_sample_value("model_input_invalid_total", {**invalid,
+                                     "reason": "wrong_type"}) == 1  # fmt: skip
+    assert registry.get_sample_value("model_input_invalid_total", {**invalid, "reason": "nan"}) == 1
+
+
+def test_a_failing_store_never_breaks_observe(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    store = SqliteOutcomeStore(tmp_path / "o.sqlite3")
+    monitor = ModelMonitor("m", task="regression", registry=registry, outcomes=store)
+    store.close()  # every later write fails
+    assert isinstance(monitor.observe({}, 1.0), str)
+    assert not monitor.store_healthy
+    base = {"model": "m", "version": "unversioned"}
+    # The failed write, and the scrape's expiry attempt, are both counted.
+    assert (registry.get_sample_value("model_outcome_store_errors_total", base) or 0) >= 1
+    assert registry.get_sample_value("model_predictions_total",
+                                     {**base, "predicted": "", "confidence_bucket": "none"}) == 1  # fmt: skip
