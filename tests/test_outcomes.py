@@ -163,5 +163,5 @@ def test_a_failing_store_never_breaks_observe(tmp_path: Path) -> None:
     base = {"model": "m", "version": "unversioned"}
     # The failed write, and the scrape's expiry attempt, are both counted.
     assert (registry.get_sample_value("model_outcome_store_errors_total", base) or 0) >= 1
-    assert registry.get_sample_value("model_predictions_total",
-                                     {**base, "predicted": "", "confidence_bucket": "none"}) == 1  # fmt: skip
+    served = {**base, "predicted": "", "confidence_bucket": "none"}
+    assert registry.get_sample_value("model_predictions_total", served) == 1
