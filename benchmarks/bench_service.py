@@ -1,0 +1,183 @@
+"""``/predict`` throughput and latency with monitoring on and off, in one run.
+
+"Off" is the same server, the same model and the same request handling with the monitor's
+``observe`` replaced by a function that only returns an id, and nothing written to the outcome
+store: what is measured is the cost of monitoring, not of a different web stack. Each mode runs
+as its own uvicorn process (one worker) on 127.0.0.1; a client process sends requests from a fixed
+number of concurrent connections for a fixed time. Modes alternate (on, off, on, off, ...) and the
+medians are reported, so a slow moment of the machine hits both.
+
+Run: ``.venv/bin/python benchmarks/bench_service.py`` (``--quick`` for a short run). Results go to
+stdout as Markdown and to ``benchmarks/results/service.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "service.json"
+CONFIG = ROOT / "examples" / "fare" / "monitor.yml"
+
+
+def serve(mode: str, port: int, data_dir: Path) -> None:
+    """Run one server in this process (called in a child process)."""
+    import prometheus_client
+    import uvicorn
+
+    from exporter.config import load_config
+    from exporter.service import BodyLimit, build_service, create_app
+
+    prometheus_client.disable_created_metrics()
+    config = load_config(CONFIG)
+    service = build_service(config, data_dir)
+    if mode == "off":
+        counter = iter(range(10**12))
+
+        def observe(*args: Any, **kwargs: Any) -> str:
+            return f"off-{next(counter)}"
+
+        service.monitor.observe = observe  # type: ignore[method-assign]
+    app = BodyLimit(create_app(service), config.service.max_body_bytes)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(mode: str, data_dir: Path):
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, __file__, "--serve", mode, "--port", str(port), "--data-dir",
+         str(data_dir)],
+        cwd=ROOT, start_new_session=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"{mode} server did not start")
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
+
+
+def trips(n: int, seed: int) -> list[dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    miles = rng.gamma(2.0, 1.5, n)
+    return [
+        {
+            "trip_miles": float(m),
+            "trip_seconds": float(120 + m * 180 * rng.uniform(0.8, 1.4)),
+            "straight_line_km": float(m * 1.609 * rng.uniform(0.6, 0.9)),
+            "hour": float(rng.integers(0, 24)),
+        }
+        for m in miles
+    ]
+
+
+async def load(url: str, seconds: float, connections: int) -> dict[str, float]:
+    bodies = [json.dumps({"features": t}).encode() for t in trips(2000, 1)]
+    latencies: list[float] = []
+    errors = 0
+    stop_at = time.monotonic() + seconds
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=10) as client:
+
+        async def worker(offset: int) -> None:
+            nonlocal errors
+            i = offset
+            while time.monotonic() < stop_at:
+                start = time.perf_counter()
+                response = await client.post(
+                    "/predict", content=bodies[i % len(bodies)],
+                    headers={"content-type": "application/json"},
+                )  # fmt: skip
+                latencies.append(time.perf_counter() - start)
+                errors += response.status_code != 200
+                i += connections
+
+        started = time.monotonic()
+        await asyncio.gather(*(worker(k) for k in range(connections)))
+        elapsed = time.monotonic() - started
+    ordered = sorted(latencies)
+    return {
+        "requests_per_second": len(latencies) / elapsed,
+        "p50_ms": ordered[len(ordered) // 2] * 1e3,
+        "p99_ms": ordered[int(len(ordered) * 0.99)] * 1e3,
+        "errors": errors,
+        "requests": len(latencies),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--serve", choices=("on", "off"), help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="3 rounds of 5 s instead of 5 of 15 s")
+    parser.add_argument("--connections", type=int, default=16)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.port, Path(args.data_dir))
+        return
+    rounds, seconds = (3, 5.0) if args.quick else (5, 15.0)
+    runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
+                with server(mode, Path(tmp) / f"{mode}-{r}") as url:
+                    asyncio.run(load(url, 1.0, args.connections))  # warm-up
+                    runs[mode].append(asyncio.run(load(url, seconds, args.connections)))
+    summary = {
+        mode: {
+            key: statistics.median(run[key] for run in results)
+            for key in ("requests_per_second", "p50_ms", "p99_ms")
+        }
+        for mode, results in runs.items()
+    }
+    cost = 1 - summary["on"]["requests_per_second"] / summary["off"]["requests_per_second"]
+    print(f"{rounds} alternating rounds of {seconds:.0f} s per mode, {args.connections} "
+          "connections, 1 uvicorn worker, client on the same machine")  # fmt: skip
+    print()
+    print("| mode | requests/s | p50 | p99 |")
+    print("|---|---|---|---|")
+    for mode in ("off", "on"):
+        s = summary[mode]
+        print(f"| monitoring {mode} | {s['requests_per_second']:.0f} | {s['p50_ms']:.1f} ms "
+              f"| {s['p99_ms']:.1f} ms |")  # fmt: skip
+    print(f"\nthroughput cost of monitoring: {cost * 100:.1f}% (goal: under 10%)")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps({"summary": summary, "cost": cost, "runs": runs}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
