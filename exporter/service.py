@@ -51,6 +51,8 @@ ENV_DATA_DIR = "MODEL_EXPORTER_DATA_DIR"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: How often the background task flushes counters and publishes this worker's windows.
 FLUSH_INTERVAL_SECONDS = 1.0
+#: Every this many flushes, files of dead workers are swept (multi-worker mode).
+SWEEP_EVERY_TICKS = 10
 #: Maximum nesting of a JSON body; deeper is refused before the model sees it.
 MAX_JSON_DEPTH = 32
 #: Longest feature name and string value accepted.
@@ -358,7 +360,7 @@ def create_app(service: Service) -> FastAPI:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        task = asyncio.create_task(_flush_forever(monitor))
+        task = asyncio.create_task(_flush_forever(service))
         try:
             yield
         finally:
@@ -540,11 +542,52 @@ def _render_metrics(service: Service) -> bytes:
     return generate_latest(registry)
 
 
-async def _flush_forever(monitor: ModelMonitor) -> None:
-    """Counters, expiry and (multi-worker) window export, also while no request arrives."""
+async def _flush_forever(service: Service) -> None:
+    """Counters, expiry and (multi-worker) window export, also while no request arrives; and,
+    with several workers, sweeping the files of workers that died without cleaning up."""
+    ticks = 0
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
-        await run_in_threadpool(monitor.flush)
+        await run_in_threadpool(service.monitor.flush)
+        ticks += 1
+        if service.multiprocess_dir is not None and ticks % SWEEP_EVERY_TICKS == 0:
+            longest = max(s.seconds for s in service.config.monitoring.window_specs())
+            await run_in_threadpool(sweep_dead_workers, service.multiprocess_dir, longest)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def sweep_dead_workers(multiprocess_dir: Path, longest_window_seconds: float) -> list[int]:
+    """Clean up after workers that are gone (crashed or killed); returns their pids.
+
+    prometheus_client's ``mark_process_dead`` drops a dead worker's live-gauge files; its counter
+    and histogram files stay, or the fleet's totals would drop. Its published windows stay until
+    their newest data has left the longest window, then they are deleted.
+    """
+    dead: set[int] = set()
+    for path in multiprocess_dir.glob("*.db"):
+        pid_text = path.stem.rsplit("_", 1)[-1]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            dead.add(int(pid_text))
+    for pid in sorted(dead):
+        _mark_dead(multiprocess_dir, pid)
+    cutoff = time.time() - longest_window_seconds
+    for path in (multiprocess_dir / "windows").glob("windows-*.npz"):
+        pid_text = path.stem.rsplit("-", 1)[-1]
+        if pid_text.isdigit() and not _alive(int(pid_text)):
+            dead.add(int(pid_text))
+            with contextlib.suppress(OSError):
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+    return sorted(dead)
 
 
 def _mark_dead(multiprocess_dir: Path, pid: int) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import time
 from pathlib import Path
@@ -341,3 +342,23 @@ def test_one_and_two_workers_agree(tmp_path: Path) -> None:
     assert sample(two, "model_performance", metric="mae", window="5m") == pytest.approx(1.5)
     assert sample(two, "model_feature_window_samples", feature="miles", window="5m") == 200
     assert not math.isnan(sample(two, "model_feature_zscore", feature="miles", window="5m") or 0)
+
+
+def test_sweeping_dead_workers_keeps_counters_and_fresh_windows(tmp_path: Path) -> None:
+    from exporter.service import sweep_dead_workers
+
+    dead_pid = 2**22 + 12345  # above the default pid_max: never a live process
+    directory = tmp_path / "mp"
+    (directory / "windows").mkdir(parents=True)
+    counter = directory / f"counter_{dead_pid}.db"
+    live_gauge = directory / f"gauge_livesum_{dead_pid}.db"
+    fresh = directory / "windows" / f"windows-toy-v1-{dead_pid}.npz"
+    old = directory / "windows" / f"windows-old-v1-{dead_pid}.npz"
+    for path in (counter, live_gauge, fresh, old):
+        path.write_bytes(b"")
+    stale = time.time() - 7200
+    os.utime(old, (stale, stale))
+    assert sweep_dead_workers(directory, longest_window_seconds=3600) == [dead_pid]
+    assert counter.exists()  # the dead worker's counts still belong to the totals
+    assert not live_gauge.exists()
+    assert fresh.exists() and not old.exists()
