@@ -1122,10 +1122,12 @@ class ModelMonitor:
         with self._lock:
             self._housekeeping()
             for index, stream in enumerate(self._streams()):
+                live_sample = stream.live_sample() if stream.sample_size else None
                 for spec in self._specs:
                     views[(index, spec.name)] = stream.view(
-                        spec.name, now, with_sample=bool(stream.sample_size)
-                    )
+                        spec.name, now, with_sample=bool(stream.sample_size),
+                        live_sample=live_sample,
+                    )  # fmt: skip
         if others:
             for (index, window), own in list(views.items()):
                 prefix = f"s{index}."

@@ -77,9 +77,13 @@ def encode(value: Any) -> str:
 
 
 class MemoryOutcomeStore:
-    """Bounded in-memory store: the library's default (lost when the process ends)."""
+    """Bounded in-memory store: the library's default (lost when the process ends).
 
-    def __init__(self, *, ttl_seconds: float = 7 * 86400, max_pending: int = 100_000) -> None:
+    The default cap of 10,000 pending predictions costs about 3 MB; raise it (or use the SQLite
+    store) when ground truth lags more than 10,000 predictions behind.
+    """
+
+    def __init__(self, *, ttl_seconds: float = 7 * 86400, max_pending: int = 10_000) -> None:
         self.ttl_seconds = ttl_seconds
         self.max_pending = max_pending
         self._lock = threading.Lock()

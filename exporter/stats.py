@@ -178,12 +178,19 @@ def ks_2samp_sorted(reference_sorted: npt.ArrayLike, current: npt.ArrayLike) -> 
     n, m = ref.size, cur.size
     if n == 0 or m == 0:
         return KsResult(float("nan"), float("nan"))
-    # Distinct values of the sorted sample and where each first occurs (no second sort).
-    starts = np.flatnonzero(np.concatenate(([True], cur[1:] != cur[:-1])))
-    values, first = cur[starts], starts
-    # F_cur at each distinct value, and just below it (the ECDF before that value's step).
-    below_cur = first / m
-    at_cur = np.append(first[1:], m) / m
+    # Distinct values of the sorted sample and where each first occurs (no second sort); the
+    # common case of no ties skips the bookkeeping.
+    steps = cur[1:] != cur[:-1]
+    if steps.all():
+        values = cur
+        below_cur = np.arange(m) / m
+        at_cur = np.arange(1, m + 1) / m
+    else:
+        first = np.flatnonzero(np.concatenate(([True], steps)))
+        values = cur[first]
+        # F_cur at each distinct value, and just below it (the ECDF before that value's step).
+        below_cur = first / m
+        at_cur = np.append(first[1:], m) / m
     right = np.searchsorted(ref, values, side="right")
     left = right.copy()
     # Only values that also occur in the reference need the second search (ties); for

@@ -252,7 +252,18 @@ class Stream:
         self.live = [0.0] * self.width
         self.reservoir.clear()
 
-    def view(self, window: str, now: float, *, with_sample: bool = True) -> WindowView:
+    def live_sample(self) -> npt.NDArray[np.float64]:
+        """The live tick's sample as an array (convert once, pass to several views)."""
+        return np.asarray(self.reservoir.values, dtype=np.float64)
+
+    def view(
+        self,
+        window: str,
+        now: float,
+        *,
+        with_sample: bool = True,
+        live_sample: npt.NDArray[np.float64] | None = None,
+    ) -> WindowView:
         """The window's totals (and merged sample) at ``now``, including the live tick."""
         ring = self._rings[window]
         current = int(now // ring.spec.slice_seconds)
@@ -262,7 +273,8 @@ class Stream:
         if not (with_sample and self.sample_size):
             return WindowView(totals, np.empty(0, dtype=np.float64), seen)
         parts = [(ring.samples[i], ring.seen[i]) for i in np.flatnonzero(valid)]
-        parts.append((np.asarray(self.reservoir.values, dtype=np.float64), self.reservoir.seen))
+        live = live_sample if live_sample is not None else self.live_sample()
+        parts.append((live, self.reservoir.seen))
         return WindowView(totals, merge_samples(parts, self.sample_size, self._rng), seen)
 
     @property
