@@ -78,6 +78,8 @@ MAX_ERROR_KINDS = 20
 MAX_LABEL_LENGTH = 128
 #: Longest time per-bin counts wait in the live tick before reaching the Prometheus counters.
 FLUSH_SECONDS = 1.0
+#: Known classes up to this many get all their (predicted, actual) outcome series up front.
+PRECREATE_OUTCOME_CLASSES = 20
 #: ``confidence_bucket`` when no confidence was given.
 NO_CONFIDENCE = "none"
 
@@ -393,7 +395,6 @@ class ModelMonitor:
         # Classification: count and sum of confidences of all predictions (expected accuracy).
         self._confidences = Stream(self._specs, 2, 0, seed)
         self._slots: dict[str, int] = {}
-        self._outcome_children: dict[tuple[str, str], Any] = {}
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._state_file = (
             self._state_dir / f"windows-{_safe(name)}-{_safe(version)}-{os.getpid()}.npz"
@@ -424,6 +425,7 @@ class ModelMonitor:
             r: inst.invalid.labels(*self._labels, ACTUAL, r) for r in NUMERIC_REASONS
         }
         self._errors: dict[str, Any] = {}
+        self._outcome_children: dict[tuple[str, str], Any] = {}
         self._predicted: dict[tuple[str, str], Any] = {}
         self._classes: set[str] = set()
         self.max_classes = max_classes
@@ -432,6 +434,15 @@ class ModelMonitor:
             known = list(self._output_categorical.ref.categories)
         for cls in known[:max_classes]:
             self._class_key(str(cls))
+        if task == "classification" and len(self._classes) <= PRECREATE_OUTCOME_CLASSES:
+            # Outcome series start at 0 for every known (predicted, actual) pair: a counter born
+            # at its first increment hides that increment from rate() and increase().
+            for predicted in sorted(self._classes):
+                for actual in sorted(self._classes):
+                    correct = "true" if predicted == actual else "false"
+                    self._outcome_children[(predicted, actual)] = inst.outcomes.labels(
+                        *self._labels, predicted, actual, correct
+                    )
         if task == "regression":
             for bucket in self._bucket_names():
                 self._predicted[("", bucket)] = inst.predictions.labels(*self._labels, "", bucket)

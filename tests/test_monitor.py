@@ -475,3 +475,12 @@ def test_busy_monitor_passes_promtool_check_metrics(
                             timeout=60, check=False)  # fmt: skip
     assert result.returncode == 0, result.stdout.decode() + result.stderr.decode()
     assert result.stdout.decode().strip() == "" and result.stderr.decode().strip() == ""
+
+
+def test_outcome_series_of_known_classes_start_at_zero(
+    registry: CollectorRegistry, profile: ReferenceProfile
+) -> None:
+    ModelMonitor("m", reference=profile, registry=registry)
+    labels = {"model": "m", "version": "unversioned", "predicted": "cat", "actual": "dog",
+              "correct": "false"}  # fmt: skip
+    assert registry.get_sample_value("model_outcomes_total", labels) == 0
