@@ -26,8 +26,10 @@ lint: venv
 	$(VENV)/bin/ruff format --check exporter tests benchmarks scripts examples
 	$(VENV)/bin/mypy exporter tests benchmarks
 
+SCENARIO ?= all
+DURATION ?= 600
 demo: venv tools
-	$(PY) examples/quickstart.py
+	$(PY) -m exporter.cli demo-stack --scenario $(SCENARIO) --duration $(DURATION)
 
 bench: venv
 	$(PY) benchmarks/bench_monitor.py

@@ -1,11 +1,12 @@
 """``/predict`` throughput and latency with monitoring on and off, in one run.
 
 "Off" is the same server, the same model and the same request handling with the monitor's
-``observe`` replaced by a function that only returns an id, and nothing written to the outcome
-store: what is measured is the cost of monitoring, not of a different web stack. Each mode runs
-as its own uvicorn process (one worker) on 127.0.0.1; a client process sends requests from a fixed
-number of concurrent connections for a fixed time. Modes alternate (on, off, on, off, ...) and the
-medians are reported, so a slow moment of the machine hits both.
+``observe`` replaced by a function that only returns an id and ``pending`` by one that keeps
+nothing, so no prediction is written to the outcome store: what is measured is the cost of
+monitoring (including the durable store of predictions), not of a different web stack. Each mode
+runs as its own uvicorn process (one worker) on 127.0.0.1; a client process (wrk when installed,
+else httpx) sends requests from a fixed number of connections for a fixed time. Modes alternate
+(on, off, off, on, ...) and the medians are reported, so a slow moment of the machine hits both.
 
 Run: ``.venv/bin/python benchmarks/bench_service.py`` (``--quick`` for a short run). Results go to
 stdout as Markdown and to ``benchmarks/results/service.json``.
@@ -18,6 +19,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import statistics
@@ -53,6 +55,7 @@ def serve(mode: str, port: int, data_dir: Path) -> None:
             return f"off-{next(counter)}"
 
         service.monitor.observe = observe  # type: ignore[method-assign]
+        service.monitor.pending = lambda *args: None  # type: ignore[method-assign]
     app = BodyLimit(create_app(service), config.service.max_body_bytes)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
@@ -102,6 +105,45 @@ def trips(n: int, seed: int) -> list[dict[str, float]]:
     ]
 
 
+def load_wrk(url: str, seconds: float, connections: int, scratch: Path) -> dict[str, float]:
+    """Drive /predict with wrk (one client thread, so the server keeps the other core)."""
+    bodies = [json.dumps({"features": t}) for t in trips(200, 1)]
+    script = scratch / "predict.lua"
+    entries = ",\n".join(json.dumps(b) for b in bodies)
+    script.write_text(
+        "wrk.method = 'POST'\n"
+        "wrk.headers['Content-Type'] = 'application/json'\n"
+        f"local bodies = {{\n{entries}\n}}\n"
+        "local i = 0\n"
+        "request = function()\n"
+        "  i = i % #bodies + 1\n"
+        "  return wrk.format(nil, '/predict', nil, bodies[i])\n"
+        "end\n"
+    )
+    result = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:.0f}s", "--latency", "-s", str(script),
+         url],
+        capture_output=True, text=True, timeout=seconds + 60, check=True,
+    )  # fmt: skip
+    text = result.stdout
+
+    def latency(label: str) -> float:
+        for line in text.splitlines():
+            parts = line.split()
+            if parts and parts[0] == label:
+                value = parts[1]
+                for unit, scale in (("us", 1e-3), ("ms", 1.0), ("s", 1e3)):
+                    if value.endswith(unit):
+                        return float(value[: -len(unit)]) * scale
+        raise ValueError(f"no {label} latency in wrk output:\n{text}")
+
+    rps = next(float(line.split()[1]) for line in text.splitlines()
+               if line.startswith("Requests/sec:"))  # fmt: skip
+    errors = sum(int(n) for n in re.findall(r"Non-2xx or 3xx responses: (\d+)", text))
+    return {"requests_per_second": rps, "p50_ms": latency("50%"), "p99_ms": latency("99%"),
+            "errors": errors, "requests": rps * seconds}  # fmt: skip
+
+
 async def load(url: str, seconds: float, connections: int) -> dict[str, float]:
     bodies = [json.dumps({"features": t}).encode() for t in trips(2000, 1)]
     latencies: list[float] = []
@@ -143,20 +185,31 @@ def main() -> None:
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="3 rounds of 5 s instead of 5 of 15 s")
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument(
+        "--client", choices=("auto", "wrk", "httpx"), default="auto",
+        help="load generator: wrk when installed (apt install wrk), else a Python httpx client",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port, Path(args.data_dir))
         return
     rounds, seconds = (3, 5.0) if args.quick else (5, 15.0)
     runs: dict[str, list[dict[str, float]]] = {"on": [], "off": []}
+    import shutil
     import tempfile
 
+    client = args.client
+    if client == "auto":
+        client = "wrk" if shutil.which("wrk") else "httpx"
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for mode in ("on", "off") if r % 2 == 0 else ("off", "on"):
                 with server(mode, Path(tmp) / f"{mode}-{r}") as url:
                     asyncio.run(load(url, 1.0, args.connections))  # warm-up
-                    runs[mode].append(asyncio.run(load(url, seconds, args.connections)))
+                    if client == "wrk":
+                        runs[mode].append(load_wrk(url, seconds, args.connections, Path(tmp)))
+                    else:
+                        runs[mode].append(asyncio.run(load(url, seconds, args.connections)))
     summary = {
         mode: {
             key: statistics.median(run[key] for run in results)
@@ -166,7 +219,7 @@ def main() -> None:
     }
     cost = 1 - summary["on"]["requests_per_second"] / summary["off"]["requests_per_second"]
     print(f"{rounds} alternating rounds of {seconds:.0f} s per mode, {args.connections} "
-          "connections, 1 uvicorn worker, client on the same machine")  # fmt: skip
+          f"connections from {client}, 1 uvicorn worker, client on the same machine")  # fmt: skip
     print()
     print("| mode | requests/s | p50 | p99 |")
     print("|---|---|---|---|")
@@ -176,7 +229,9 @@ def main() -> None:
               f"| {s['p99_ms']:.1f} ms |")  # fmt: skip
     print(f"\nthroughput cost of monitoring: {cost * 100:.1f}% (goal: under 10%)")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps({"summary": summary, "cost": cost, "runs": runs}, indent=2))
+    RESULTS.write_text(
+        json.dumps({"client": client, "summary": summary, "cost": cost, "runs": runs}, indent=2)
+    )
 
 
 if __name__ == "__main__":

@@ -162,6 +162,25 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.set_defaults(func=cmd_serve)
 
 
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter import demo, demo_stack
+
+    p = sub.add_parser(
+        "demo",
+        help="send demo traffic (with delayed feedback and injected faults) to running services",
+        description="Traffic generator for the example models, with scenarios.",
+    )
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.run)
+    p = sub.add_parser(
+        "demo-stack",
+        help="run the example services, receiver, Prometheus and Alertmanager with traffic",
+        description="What `make demo` runs: the whole stack on 127.0.0.1, stopped by Ctrl-C.",
+    )
+    demo_stack.add_arguments(p)
+    p.set_defaults(func=demo_stack.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-exporter",
@@ -178,6 +197,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_baseline,
     _add_serve,
     _add_receiver,
+    _add_demo,
 ]
 
 

@@ -511,8 +511,14 @@ class ModelMonitor:
         confidence: float | None = None,
         latency_seconds: float | None = None,
         prediction_id: str | None = None,
+        *,
+        keep: bool = True,
     ) -> str:
         """Count one prediction, its inputs and its latency; returns the prediction id.
+
+        With ``keep`` (the default) the prediction is also kept in the outcome store for
+        :meth:`record_outcome`; a caller that stores it itself (the service commits predictions in
+        groups, see :meth:`pending`) passes ``keep=False``.
 
         Never raises for bad input: each invalid value is counted in
         ``model_input_invalid_total{feature, reason}`` and kept out of the drift statistics while
@@ -528,12 +534,47 @@ class ModelMonitor:
                 output = self._take_output(prediction, confidence)
             if latency_seconds is not None:
                 self.observe_latency(latency_seconds)
-            if output is not None:
+            if keep and output is not None:
                 self._remember(PendingPrediction(pid, now, self.version, *output))
         except Exception:  # monitoring must never break the prediction it monitors
             self._monitor_errors.inc()
             log.exception("model monitor %s failed to observe a prediction", self.name)
         return pid
+
+    def pending(
+        self, prediction_id: str, prediction: Any, confidence: Any
+    ) -> PendingPrediction | None:
+        """What the outcome store would keep for this prediction, or None when it is invalid.
+
+        Counts nothing (``observe`` already did); for callers that store predictions themselves.
+        """
+        if self.task == "classification":
+            if isinstance(prediction, (list, dict, tuple, set, bytes)):
+                return None
+            key = prediction if type(prediction) is str else category_key(prediction)
+            if key is None:
+                return None
+            value: Any = key
+        elif _is_finite_number(prediction):
+            value = float(prediction)
+        else:
+            return None
+        valid = (
+            float(confidence)
+            if _is_finite_number(confidence) and 0.0 <= float(confidence) <= 1.0
+            else None
+        )
+        return PendingPrediction(prediction_id, self._clock(), self.version, value, valid)
+
+    def store_failed(self, exc: BaseException) -> None:
+        """Count a failed write to the outcome store made on the monitor's behalf."""
+        self._store_errors.inc()
+        if self._store_ok:
+            log.error("model monitor %s cannot store predictions: %s", self.name, exc)
+        self._store_ok = False
+
+    def store_succeeded(self) -> None:
+        self._store_ok = True
 
     def _remember(self, *pendings: PendingPrediction) -> None:
         """Keep predictions for their ground truth; a failing store is counted, never raised."""

@@ -33,6 +33,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from exporter.config import ConfigError, MonitorConfig, load_config
+from exporter.group_commit import GroupCommitter
 from exporter.monitor import ModelMonitor
 from exporter.outcomes import (
     MemoryOutcomeStore,
@@ -357,6 +358,9 @@ def create_app(service: Service) -> FastAPI:
     config = service.config
     monitor = service.monitor
     max_batch = config.service.max_batch
+    committer = GroupCommitter(
+        service.store, on_error=monitor.store_failed, on_success=monitor.store_succeeded
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -367,6 +371,7 @@ def create_app(service: Service) -> FastAPI:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            await committer.close()
             await run_in_threadpool(monitor.flush)
             await run_in_threadpool(service.store.close)
             if service.multiprocess_dir is not None:
@@ -397,9 +402,13 @@ def create_app(service: Service) -> FastAPI:
                 watched = {**raw, **service.derive(raw)}
             except Exception:
                 log.exception("derive_features failed; monitoring the raw features")
-        prediction_id = await run_in_threadpool(
-            monitor.observe, watched, prediction, confidence, elapsed
-        )
+        # observe() is a few microseconds of CPU and no I/O: run it here, not in a thread. The
+        # prediction is kept for its ground truth by the group committer, which answers once it
+        # is in the store.
+        prediction_id = monitor.observe(watched, prediction, confidence, elapsed, keep=False)
+        pending = monitor.pending(prediction_id, prediction, confidence)
+        if pending is not None:
+            await committer.submit(pending)
         return {
             "prediction": prediction,
             "confidence": confidence,

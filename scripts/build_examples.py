@@ -1,0 +1,108 @@
+"""Build the example reference profiles: ``python scripts/build_examples.py [--check]``.
+
+``examples/intent/reference.json`` profiles the intent model's watched features (text length,
+token count, out-of-vocabulary share, channel) on every shipped training utterance typed
+:data:`INTENT_COPIES` times the way users type it, with the model's predicted intent as the output.
+``examples/fare/reference.json`` profiles the fare model's training trips, with its predicted fare
+as the output. Every random draw has a fixed seed, so a rebuild gives the same profiles (same
+:meth:`~exporter.profile.ReferenceProfile.fingerprint`); a file whose fingerprint is unchanged is
+not rewritten. ``--check`` only reports stale files and exits 1 if there are any.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from exporter.demo_models import fare, intent
+from exporter.profile import ProfileError, ReferenceProfile
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+#: Each training utterance appears this many times in the intent reference, each time with its
+#: own typos and channel.
+INTENT_COPIES = 5
+INTENT_SEED = 11
+#: Values kept per feature for the KS test; the fare reference has 20k rows, this keeps it small.
+FARE_SAMPLE_SIZE = 2_000
+
+INTENT_NUMERIC = ("text_length", "token_count", "oov_share")
+INTENT_CATEGORICAL = ("channel",)
+
+
+def intent_profile() -> ReferenceProfile:
+    """The reference of ``examples/intent``: derived features and predicted intents."""
+    requests = intent.synthetic_requests(INTENT_COPIES * len(intent.load_utterances()), INTENT_SEED)
+    records = requests[["text", "channel"]].to_dict("records")
+    frame = pd.DataFrame([intent.derive_features(r) for r in records])
+    frame["predicted_intent"] = [intent.predict(r)[0] for r in records]
+    return ReferenceProfile.from_frame(
+        frame,
+        numeric=INTENT_NUMERIC,
+        categorical=INTENT_CATEGORICAL,
+        target="predicted_intent",
+        target_kind="categorical",
+    )
+
+
+def fare_profile() -> ReferenceProfile:
+    """The reference of ``examples/fare``: the training trips and their predicted fares."""
+    trips = fare.synthetic_trips(fare.TRAINING_TRIPS, fare.TRAINING_SEED)
+    trips["predicted_fare"] = fare.model().predict_frame(trips)
+    return ReferenceProfile.from_frame(
+        trips,
+        numeric=fare.FEATURES,
+        target="predicted_fare",
+        target_kind="numeric",
+        sample_size=FARE_SAMPLE_SIZE,
+    )
+
+
+#: Example folder name -> how its reference is built.
+PROFILES: dict[str, Callable[[], ReferenceProfile]] = {
+    "intent": intent_profile,
+    "fare": fare_profile,
+}
+
+
+def reference_path(name: str) -> Path:
+    return EXAMPLES / name / "reference.json"
+
+
+def _current_fingerprint(path: Path) -> str | None:
+    if not path.exists():
+        return None
+    try:
+        return ReferenceProfile.load(path).fingerprint()
+    except ProfileError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="report stale files, write nothing")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, build in PROFILES.items():
+        path = reference_path(name)
+        profile = build()
+        if _current_fingerprint(path) == profile.fingerprint():
+            print(f"{path.relative_to(ROOT)}: up to date ({profile.fingerprint()})")
+            continue
+        stale.append(path)
+        if args.check:
+            print(f"{path.relative_to(ROOT)}: stale, run python scripts/build_examples.py")
+        else:
+            profile.save(path)
+            path.chmod(0o644)  # save() writes through a private temp file; the example is shared
+            print(f"{path.relative_to(ROOT)}: written ({profile.fingerprint()})")
+    return 1 if args.check and stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
