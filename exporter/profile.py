@@ -206,6 +206,9 @@ class ReferenceProfile(_Strict):
                 handle.write(payload)
                 handle.flush()
                 os.fsync(handle.fileno())
+            # mkstemp creates 0600; a profile is not secret and is often read by another user
+            # (a container's service account), so make it readable like any written file.
+            os.chmod(tmp, 0o644)
             os.replace(tmp, target)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

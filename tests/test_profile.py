@@ -74,6 +74,7 @@ def test_save_load_round_trip(tmp_path: Path, frame: pd.DataFrame) -> None:
     assert ReferenceProfile.load(path) == profile
     assert json.loads(path.read_text())["schema_version"] == 1
     assert not list(tmp_path.glob(".ref.json.*"))  # no temp file left behind
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_same_data_same_profile(frame: pd.DataFrame) -> None:

@@ -1,0 +1,101 @@
+"""The service config: every user mistake is one clear line naming the file and the key path."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from exporter.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+VALID = """
+model:
+  name: fare
+  task: regression
+  import_path: exporter.demo_models.fare:predict
+reference: reference.json
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "monitor.yml"
+    path.write_text(text)
+    return path
+
+
+def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, VALID))
+    assert config.monitoring.windows == ["5m", "1h", "1d"]
+    assert config.monitoring.min_samples == 100
+    assert config.outcomes.ttl_seconds == 7 * 86400
+    assert config.reference_path() == tmp_path / "reference.json"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("model: [1, 2\n", "not valid YAML (line"),
+        ("- just\n- a list\n", "must be a mapping"),
+        ("", "must be a mapping of keys, got nothing"),
+        (VALID.replace("task: regression", "task: ranking"), "model.task"),
+        (VALID.replace("import_path: exporter.demo_models.fare:predict", "import_path: nope"),
+         "model.import_path"),
+        (VALID + "surprise: 1\n", "surprise: Extra inputs are not permitted"),
+        (VALID + "monitoring:\n  windows: [5m, fortnight]\n", "monitoring.windows: 'fortnight'"),
+        (VALID + "monitoring:\n  min_samples: lots\n", "monitoring.min_samples"),
+        (VALID + "thresholds:\n  mea_critical: 5\n", "thresholds: unknown keys ['mea_critical']"),
+        (VALID + "outcomes:\n  ttl: forever\n", "outcomes.ttl"),
+        (VALID.replace("  name: fare\n", ""), "model.name: Field required"),
+    ],
+)  # fmt: skip
+def test_mistakes_name_the_key(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(path) in str(error.value)
+    assert expected in str(error.value)
+
+
+def test_yaml_alias_bombs_are_refused(tmp_path: Path) -> None:
+    bomb = 'a: &a ["x","x","x","x","x","x","x","x","x"]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\n'
+    with pytest.raises(ConfigError, match="aliases"):
+        load_config(write(tmp_path, bomb))
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read the config"):
+        load_config(tmp_path / "nope.yml")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (VALID, "reference.json: cannot read the profile"),
+        (VALID.replace("fare:predict", "fare:nothing_here"), "model.import_path: "),
+        (VALID.replace("exporter.demo_models.fare", "no_such_package.mod"),
+         "model.import_path: cannot import 'no_such_package.mod'"),
+    ],
+)  # fmt: skip
+def test_serve_reports_start_errors_in_one_line(tmp_path: Path, text: str, expected: str) -> None:
+    config = write(tmp_path, text)
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "serve", "--config", str(config), "--data-dir",
+         str(tmp_path / "data")],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert expected in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_the_examples_load() -> None:
+    for name in ("intent", "fare"):
+        config = load_config(ROOT / "examples" / name / "monitor.yml")
+        assert config.model.name == name
+        path = config.reference_path()
+        assert path is not None and path.exists()
