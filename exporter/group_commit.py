@@ -16,9 +16,6 @@ from collections.abc import Callable
 
 from exporter.outcomes import OutcomeStore, PendingPrediction
 
-#: How long a batch gathers predictions before it is written.
-GATHER_SECONDS = 0.001
-
 
 class GroupCommitter:
     """Batches writes to an :class:`OutcomeStore`; never raises into a request."""
@@ -56,9 +53,7 @@ class GroupCommitter:
         assert self._wake is not None
         while True:
             await self._wake.wait()
-            # Let the requests already in flight join this batch: a millisecond of latency
-            # buys one commit for many predictions instead of one each.
-            await asyncio.sleep(GATHER_SECONDS)
+            # No waiting to gather: while one batch is being written, the next one fills up.
             self._wake.clear()
             await self._write_batch()
 

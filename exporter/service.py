@@ -358,6 +358,8 @@ def create_app(service: Service) -> FastAPI:
     config = service.config
     monitor = service.monitor
     max_batch = config.service.max_batch
+    # The in-memory store is written in observe() itself; SQLite goes through group commit.
+    durable_store = not isinstance(service.store, MemoryOutcomeStore)
     committer = GroupCommitter(
         service.store, on_error=monitor.store_failed, on_success=monitor.store_succeeded
     )
@@ -405,10 +407,13 @@ def create_app(service: Service) -> FastAPI:
         # observe() is a few microseconds of CPU and no I/O: run it here, not in a thread. The
         # prediction is kept for its ground truth by the group committer, which answers once it
         # is in the store.
-        prediction_id = monitor.observe(watched, prediction, confidence, elapsed, keep=False)
-        pending = monitor.pending(prediction_id, prediction, confidence)
-        if pending is not None:
-            await committer.submit(pending)
+        prediction_id = monitor.observe(
+            watched, prediction, confidence, elapsed, keep=not durable_store
+        )
+        if durable_store:
+            pending = monitor.pending(prediction_id, prediction, confidence)
+            if pending is not None:
+                await committer.submit(pending)
         return {
             "prediction": prediction,
             "confidence": confidence,

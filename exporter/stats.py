@@ -128,13 +128,18 @@ def psi(reference_share: npt.ArrayLike, current_count: npt.ArrayLike) -> PsiResu
     cur_count = np.asarray(current_count, dtype=np.float64)
     if ref.shape != cur_count.shape:
         raise ValueError(f"reference has {ref.size} bins, current has {cur_count.size}")
-    total = cur_count.sum()
+    total = float(cur_count.sum())
     if total <= 0:
         return PsiResult(float("nan"), np.zeros_like(cur_count))
     cur = cur_count / total
-    r = np.maximum(ref, PSI_EPSILON)
-    c = np.maximum(cur, PSI_EPSILON)
-    return PsiResult(float(np.sum((c - r) * np.log(c / r))), cur)
+    # A profile has ~10 bins: plain float arithmetic beats numpy's per-call overhead here, and a
+    # scrape computes this for every feature and window.
+    statistic = 0.0
+    for r, c in zip(ref.tolist(), cur.tolist(), strict=True):
+        r = max(r, PSI_EPSILON)
+        c = max(c, PSI_EPSILON)
+        statistic += (c - r) * math.log(c / r)
+    return PsiResult(statistic, cur)
 
 
 def ks_2samp_sorted(reference_sorted: npt.ArrayLike, current: npt.ArrayLike) -> KsResult:
@@ -233,16 +238,21 @@ def js_distance(reference_share: npt.ArrayLike, current_count: npt.ArrayLike) ->
     where either side is positive. Equals ``scipy.spatial.distance.jensenshannon(p, q, base=2)``.
     An empty side gives ``nan``.
     """
-    p = np.asarray(reference_share, dtype=np.float64)
-    q = np.asarray(current_count, dtype=np.float64)
-    if p.sum() <= 0 or q.sum() <= 0:
+    p_values = np.asarray(reference_share, dtype=np.float64).tolist()
+    q_values = np.asarray(current_count, dtype=np.float64).tolist()
+    p_total, q_total = sum(p_values), sum(q_values)
+    if p_total <= 0 or q_total <= 0:
         return float("nan")
-    p = p / p.sum()
-    q = q / q.sum()
-    mixture = (p + q) / 2
-    # rel_entr(a, b) = a * ln(a / b), and 0 where a is 0: the KL terms without masking.
-    divergence = float(np.sum(special.rel_entr(p, mixture) + special.rel_entr(q, mixture)))
-    return float(np.sqrt(max(divergence / (2 * math.log(2)), 0.0)))
+    # Plain floats: a handful of bins, computed for every feature and window at each scrape.
+    divergence = 0.0
+    for p_raw, q_raw in zip(p_values, q_values, strict=True):
+        p, q = p_raw / p_total, q_raw / q_total
+        mixture = (p + q) / 2
+        if p > 0:
+            divergence += p * math.log(p / mixture)
+        if q > 0:
+            divergence += q * math.log(q / mixture)
+    return math.sqrt(max(divergence / (2 * math.log(2)), 0.0))
 
 
 def chi_square(reference_share: npt.ArrayLike, current_count: npt.ArrayLike) -> ChiSquareResult:
