@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata
 import json
 import platform
 import statistics
@@ -50,7 +51,7 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "scipy": scipy.__version__,
-        "prometheus_client": getattr(prometheus_client, "__version__", "unknown"),
+        "prometheus_client": importlib.metadata.version("prometheus-client"),
         "platform": platform.platform(),
     }
 
