@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.binaries import free_port, require_binary
+from tests.binaries import free_port, require_binary, terminate
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
@@ -377,12 +377,7 @@ def alertmanager(
         _wait_until_ready(url, process, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 def _alert(alertname: str, severity: str, model: str, value: str, **extra: str) -> dict[str, Any]:

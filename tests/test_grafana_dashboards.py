@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.binaries import free_port, require_binary
+from tests.binaries import free_port, require_binary, terminate
 from tests.grafana import (
     DASHBOARDS_DIR,
     DASHBOARDS_MOUNT,
@@ -399,12 +399,7 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         _wait_ready(url, process, log)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 def _query(url: str, expr: str) -> tuple[int, dict[str, Any]]:

@@ -35,7 +35,7 @@ from exporter.receiver import (
     load_actions,
     run,
 )
-from tests.binaries import free_port
+from tests.binaries import free_port, terminate
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -882,12 +882,7 @@ def receiver_process(data_dir: Path, token_file: Path, log: Path) -> Iterator[st
             time.sleep(0.05)
         yield url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        terminate(process)
 
 
 def test_live_server_keeps_alerts_across_a_restart(tmp_path):
