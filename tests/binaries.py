@@ -10,6 +10,10 @@ import os
 import shutil
 import socket
 import subprocess
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -42,3 +46,23 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def wait_until_ready(
+    ready_url: str, process: subprocess.Popen[bytes], log: Path, name: str, timeout: float = 30
+) -> None:
+    """Poll ``ready_url`` until it answers 200; fail with the server's log if it exits or stalls."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{name} exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            with urllib.request.urlopen(ready_url, timeout=1) as response:
+                if response.status == 200:
+                    return
+        except urllib.error.HTTPError as exc:
+            exc.close()
+        except OSError:  # refused, reset or timed out while the server starts
+            pass
+        time.sleep(0.05)
+    pytest.fail(f"{name} not ready after {timeout} s:\n{log.read_text()}")

@@ -7,18 +7,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal
 
-import httpx
 import numpy as np
 import pandas as pd
 import yaml
 
 from exporter import ReferenceProfile
-from tests.binaries import free_port
+from tests.binaries import free_port, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -85,22 +83,10 @@ def live_server(
         )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_ready(url, process, log)
+        wait_until_ready(f"{url}/healthz", process, log, "model-exporter serve")
         yield url, process
     finally:
         stop(process)
-
-
-def wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited early:\n{log.read_text()}")
-        with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"server not ready after {timeout}s:\n{log.read_text()}")
 
 
 def stop(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> None:

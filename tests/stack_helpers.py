@@ -28,7 +28,7 @@ import httpx
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.binaries import free_port
+from tests.binaries import free_port, wait_until_ready
 from tests.service_fixtures import ROOT, stop, write_setup
 from tests.test_alertmanager import RECEIVER_TOKEN, CaptureServer, SMTPServer, write_test_config
 
@@ -87,17 +87,7 @@ class Service:
         return self.log.read_text(errors="replace")[-chars:]
 
     def wait_ready(self, path: str, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise AssertionError(
-                    f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}{path}", timeout=1).status_code == 200:
-                    return
-            time.sleep(0.1)
-        raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.log_tail()}")
+        wait_until_ready(f"{self.url}{path}", self.process, self.log, self.name, timeout)
 
     def kill(self) -> None:
         """SIGKILL the whole process group, as a crashed host would leave it."""

@@ -28,7 +28,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.binaries import free_port, require_binary, terminate
+from tests.binaries import free_port, require_binary, terminate, wait_until_ready
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
@@ -332,23 +332,6 @@ def write_test_config(tmp_path: Path, capture_port: int, smtp_port: int) -> Path
     return path
 
 
-def _wait_until_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"alertmanager exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except urllib.error.HTTPError as exc:
-            exc.close()
-        except OSError:
-            pass
-        time.sleep(0.05)
-    pytest.fail(f"alertmanager not ready after 15s:\n{log.read_text()}")
-
-
 @pytest.fixture
 def alertmanager(
     tmp_path: Path, capture_server: CaptureServer, smtp_server: SMTPServer
@@ -374,7 +357,7 @@ def alertmanager(
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_until_ready(url, process, log)
+        wait_until_ready(f"{url}/-/ready", process, log, "alertmanager", timeout=15)
         yield url
     finally:
         terminate(process)

@@ -10,18 +10,16 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from tests.binaries import free_port, require_binary, terminate
+from tests.binaries import free_port, require_binary, terminate, wait_until_ready
 from tests.grafana import (
     DASHBOARDS_DIR,
     DASHBOARDS_MOUNT,
@@ -359,21 +357,6 @@ def test_dashboards_link_to_each_other() -> None:
 # --- PromQL syntax against a real Prometheus --------------------------------------------------
 
 
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"prometheus exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as response:
-                if response.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            pass
-        time.sleep(0.1)
-    pytest.fail(f"prometheus not ready after 30 s:\n{log.read_text()}")
-
-
 @pytest.fixture(scope="module")
 def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Prometheus with no targets and no data, on 127.0.0.1, stopped after the module."""
@@ -396,7 +379,7 @@ def prometheus_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         )
     try:
         url = f"http://127.0.0.1:{port}"
-        _wait_ready(url, process, log)
+        wait_until_ready(f"{url}/-/ready", process, log, "prometheus")
         yield url
     finally:
         terminate(process)
