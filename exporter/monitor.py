@@ -82,6 +82,8 @@ FLUSH_SECONDS = 1.0
 PRECREATE_OUTCOME_CLASSES = 20
 #: ``confidence_bucket`` when no confidence was given.
 NO_CONFIDENCE = "none"
+#: Every value of the ``confidence_bucket`` label (see ``confidence_thresholds``).
+CONFIDENCE_BUCKET_LABELS = ("low", "medium", "high", NO_CONFIDENCE)
 
 _ABSENT = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -444,7 +446,7 @@ class ModelMonitor:
                         *self._labels, predicted, actual, correct
                     )
         if task == "regression":
-            for bucket in self._bucket_names():
+            for bucket in CONFIDENCE_BUCKET_LABELS:
                 self._predicted[("", bucket)] = inst.predictions.labels(*self._labels, "", bucket)
         reference_id = "none" if reference is None else reference.fingerprint()
         inst.info.labels(*self._labels, stage, reference_id).set(1)
@@ -498,9 +500,6 @@ class ModelMonitor:
                     "needs numeric bins: rebuild it with target_kind='numeric'"
                 )
             self._output_numeric = _NumericWatch(OUTPUT, output, self, seed, None)
-
-    def _bucket_names(self) -> tuple[str, ...]:
-        return ("low", "medium", "high", NO_CONFIDENCE)
 
     # -- the hot path --------------------------------------------------------------------------
 
@@ -624,12 +623,11 @@ class ModelMonitor:
             return key, valid_confidence
         self._predicted[("", bucket)].inc()
         if self._output_numeric is not None:
-            self._output_numeric.take(prediction)
-        elif not _is_finite_number(prediction):
+            self._output_numeric.take(prediction)  # counts an invalid output itself
+        finite = _is_finite_number(prediction)
+        if not finite and self._output_numeric is None:
             self._output_invalid[_numeric_reason(prediction)].inc()
-        if _is_finite_number(prediction):
-            return float(prediction), valid_confidence
-        return None
+        return (float(prediction), valid_confidence) if finite else None
 
     def _confidence_bucket(self, confidence: Any) -> tuple[str, float | None]:
         if confidence is None:
@@ -831,7 +829,7 @@ class ModelMonitor:
         if len(self._classes) >= self.max_classes:
             return OTHER
         self._classes.add(key)
-        for bucket in self._bucket_names():
+        for bucket in CONFIDENCE_BUCKET_LABELS:
             self._predicted[(key, bucket)] = self._instruments.predictions.labels(
                 *self._labels, key, bucket
             )
