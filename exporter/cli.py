@@ -121,7 +121,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         data_dir.mkdir(parents=True, exist_ok=True)
         # Built once here, in every case, so a mistake is one clear line before any worker starts.
         checked = service.build_service(config, data_dir)
-    except service.startup_errors() as exc:
+    except service.STARTUP_ERRORS as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"{data_dir}: cannot use the data directory: {exc}") from None

@@ -547,11 +547,11 @@ def _render_metrics(service: Service) -> bytes:
         return generate_latest(service.registry)
     from prometheus_client import multiprocess
 
-    service.monitor.flush()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=str(service.multiprocess_dir))  # type: ignore[no-untyped-call]
     from exporter.metrics import state_for
 
+    # The drift collector flushes this worker's pending counts before anything is read.
     registry.register(state_for(service.registry).drift)
     return generate_latest(registry)
 
@@ -638,9 +638,8 @@ def app_from_environment() -> FastAPI:
     return BodyLimit(create_app(service), config.service.max_body_bytes)  # type: ignore[return-value]
 
 
-def startup_errors() -> tuple[type[Exception], ...]:
-    """Errors that mean a user mistake at start (reported as one line, exit code 2)."""
-    return (ConfigError, ProfileError, StoreError)
+#: Errors that mean a user mistake at start (reported as one line, exit code 2).
+STARTUP_ERRORS: tuple[type[Exception], ...] = (ConfigError, ProfileError, StoreError)
 
 
 __all__ = [
@@ -650,5 +649,5 @@ __all__ = [
     "build_service",
     "create_app",
     "prepare_multiprocess_dir",
-    "startup_errors",
+    "STARTUP_ERRORS",
 ]
