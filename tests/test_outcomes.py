@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from scipy import stats as sps
 
 from exporter import ModelMonitor
 from exporter import performance as perf
+from exporter.group_commit import GroupCommitter
 from exporter.outcomes import (
     MemoryOutcomeStore,
     PendingPrediction,
@@ -118,6 +120,61 @@ def test_sqlite_store_survives_reopen(tmp_path: Path) -> None:
     assert resolved.resolution is Resolution.RECORDED and resolved.pending is not None
     assert resolved.pending.prediction == "cat"
     second.close()
+
+
+def test_try_remember_many_never_waits_for_a_lock(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    store = SqliteOutcomeStore(path, deferred_checkpoints=True)
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another worker in the middle of a write
+    try:
+        assert store.try_remember_many([_pending("busy", 1.0)]) is False
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert store.pending_count() == 0  # nothing half-written
+    assert store.try_remember_many([_pending("free", 1.0), _pending("too", 1.0)]) is True
+    assert store.pending_count() == 2
+    store.close()
+
+
+def test_deferred_checkpoints_leave_the_wal_to_checkpoint(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    store = SqliteOutcomeStore(path, deferred_checkpoints=True)
+    for batch in range(100):  # ~7 MB of WAL: far past SQLite's automatic checkpoint at 4 MB
+        store.try_remember_many([_pending(f"b{batch}-{i}", 1.0, "x" * 1000) for i in range(50)])
+    # No commit copied its pages into the database file: it still holds the empty schema.
+    assert path.stat().st_size < 64 * 1024
+    store.checkpoint()
+    assert path.stat().st_size > 5 * 1024 * 1024
+    store.close()
+    reopened = SqliteOutcomeStore(path)
+    assert reopened.pending_count() == 5000
+    reopened.close()
+
+
+def test_group_commit_falls_back_to_a_thread_while_the_lock_is_held(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite3"
+    store = SqliteOutcomeStore(path, deferred_checkpoints=True)
+    errors: list[BaseException] = []
+    committer = GroupCommitter(store, on_error=errors.append, on_success=lambda: None)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+
+    async def scenario() -> None:
+        other.execute("BEGIN IMMEDIATE")
+        submitted = asyncio.ensure_future(committer.submit(_pending("waits", 1.0)))
+        await asyncio.sleep(0.2)
+        assert not submitted.done()  # waiting in a thread for the lock; the loop runs on
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(submitted, timeout=10)
+        await committer.close()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        other.close()
+    assert errors == [] and store.pending_count() == 1
+    store.close()
 
 
 def test_sqlite_store_refuses_foreign_and_corrupt_files(tmp_path: Path) -> None:
