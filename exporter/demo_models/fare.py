@@ -151,7 +151,9 @@ class FareModel:
     def fit(cls, trips: pd.DataFrame) -> FareModel:
         """Least squares on the trips' design matrix against their ``fare`` column."""
         design = _design(*_columns(trips))
-        solution, *_ = np.linalg.lstsq(design, trips["fare"].to_numpy(dtype=np.float64))
+        # rcond=None: machine-precision cut-off, the default since numpy 2 (1.x warns without it).
+        fare = trips["fare"].to_numpy(dtype=np.float64)
+        solution, *_ = np.linalg.lstsq(design, fare, rcond=None)
         # Rounded so last-bit differences between LAPACK builds cannot change a prediction.
         return cls(tuple(round(float(c), 6) for c in solution))
 
