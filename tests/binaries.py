@@ -49,7 +49,7 @@ def terminate(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
 
 
 def wait_until_ready(
-    ready_url: str, process: subprocess.Popen[bytes], log: Path, name: str, timeout: float = 30
+    ready_url: str, process: subprocess.Popen[bytes], log: Path, name: str, timeout: float = 60
 ) -> None:
     """Poll ``ready_url`` until it answers 200; fail with the server's log if it exits or stalls."""
     deadline = time.monotonic() + timeout

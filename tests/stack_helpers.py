@@ -15,6 +15,7 @@ import math
 import os
 import re
 import signal
+import socketserver
 import subprocess
 import sys
 import threading
@@ -126,6 +127,22 @@ def receiver_argv(port: int, data_dir: Path, token_file: Path) -> list[str]:
     ]  # fmt: skip
 
 
+def prometheus_argv(binary: str, config: Path, data_dir: Path, port: int, *flags: str) -> list[str]:
+    """Prometheus on 127.0.0.1:``port`` with its TSDB in ``data_dir``, plus ``flags``."""
+    return [
+        binary, f"--config.file={config}", f"--storage.tsdb.path={data_dir}",
+        f"--web.listen-address=127.0.0.1:{port}", *flags,
+    ]  # fmt: skip
+
+
+def alertmanager_argv(binary: str, config: Path, storage: Path, port: int) -> list[str]:
+    """A single Alertmanager (no cluster: no gossip, no wait for peers) on 127.0.0.1:``port``."""
+    return [
+        binary, f"--config.file={config}", f"--storage.path={storage}",
+        f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=",
+    ]  # fmt: skip
+
+
 # --- configuration ------------------------------------------------------------------------------
 
 
@@ -169,20 +186,37 @@ def write_rule_copies(directory: Path, for_value: str = TEST_FOR) -> list[Path]:
 def prometheus_config(
     exporters: Sequence[str], receiver: str, alertmanager: str, rule_files: Sequence[Path]
 ) -> dict[str, Any]:
+    jobs = {EXPORTER_JOB: list(exporters), RECEIVER_JOB: [receiver]}
+    return scraping_config(jobs, rule_files, alertmanagers=[alertmanager])
+
+
+def scraping_config(
+    jobs: Mapping[str, Sequence[str]],
+    rule_files: Sequence[Path],
+    *,
+    alertmanagers: Sequence[str] = (),
+) -> dict[str, Any]:
+    """A Prometheus config scraping and evaluating every INTERVAL_SECONDS.
+
+    ``jobs`` maps a job name to its static targets; alerts go to ``alertmanagers``, if any.
+    """
     interval = f"{INTERVAL_SECONDS:g}s"
-    return {
+    config: dict[str, Any] = {
         "global": {
             "scrape_interval": interval,
             "scrape_timeout": interval,
             "evaluation_interval": interval,
         },
         "rule_files": [str(path) for path in rule_files],
-        "alerting": {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]},
-        "scrape_configs": [
-            {"job_name": EXPORTER_JOB, "static_configs": [{"targets": list(exporters)}]},
-            {"job_name": RECEIVER_JOB, "static_configs": [{"targets": [receiver]}]},
-        ],
     }
+    if alertmanagers:
+        targets = list(alertmanagers)
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
+    config["scrape_configs"] = [
+        {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+        for job, targets in jobs.items()
+    ]
+    return config
 
 
 def write_alertmanager_config(
@@ -272,6 +306,34 @@ def bin_counts(metrics_text: str, model: str, feature: str) -> dict[str, float]:
     return {dict(labels)["bin"]: value for labels, value in samples.items()}
 
 
+def endpoint_metric(url: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` carrying ``labels`` at ``url``/metrics (0 if none):
+    a process's own counters, read directly rather than through Prometheus."""
+    response = httpx.get(f"{url}/metrics", timeout=10)
+    assert response.status_code == 200, response.text
+    return sum(metric_samples(response.text, name, **labels).values())
+
+
+def receiver_alerts(url: str, **filters: str) -> list[dict[str, Any]]:
+    """The alerts the webhook receiver at ``url`` stored (``GET /alerts``, behind the same token
+    as the webhook), newest first."""
+    response = httpx.get(
+        f"{url}/alerts",
+        params={**filters, "limit": "1000"},
+        headers={"Authorization": f"Bearer {RECEIVER_TOKEN}"},
+        timeout=10,
+    )
+    assert response.status_code == 200, response.text
+    alerts: list[dict[str, Any]] = response.json()["alerts"]
+    return alerts
+
+
+def post_alerts(alertmanager_url: str, alerts: Sequence[Mapping[str, Any]]) -> None:
+    """Post alerts to Alertmanager's API as Prometheus does (``POST /api/v2/alerts``)."""
+    response = httpx.post(f"{alertmanager_url}/api/v2/alerts", json=list(alerts), timeout=10)
+    assert response.status_code == 200, response.text
+
+
 class ModelAPI:
     """/predict and /feedback of one exporter, asserting the answers the scenario expects."""
 
@@ -346,16 +408,21 @@ def _serve_stubs(stack: contextlib.ExitStack) -> tuple[CaptureServer, SMTPServer
     """Slack and SMTP stand-ins, so Alertmanager's other channels have somewhere to deliver."""
     servers: tuple[CaptureServer, SMTPServer] = (CaptureServer(), SMTPServer())
     for server in servers:
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-
-        def shut(server: CaptureServer | SMTPServer = server, thread: threading.Thread = thread):
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=5)
-
-        stack.callback(shut)
+        serve_in_background(stack, server)
     return servers
+
+
+def serve_in_background(stack: contextlib.ExitStack, server: socketserver.BaseServer) -> None:
+    """Run ``server`` on a daemon thread; ``stack`` shuts it down and closes it on exit."""
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+
+    def shut() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    stack.callback(shut)
 
 
 @contextlib.contextmanager
@@ -403,13 +470,10 @@ def running_stack(
             service.wait_ready("/healthz")
 
         port = free_port()
-        alertmanager = spawn(
-            stack, "alertmanager",
-            [alertmanager_binary, f"--config.file={am_config}",
-             f"--storage.path={directory / 'alertmanager-data'}",
-             f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="],
-            logs, port,
-        )  # fmt: skip
+        argv = alertmanager_argv(
+            alertmanager_binary, am_config, directory / "alertmanager-data", port
+        )
+        alertmanager = spawn(stack, "alertmanager", argv, logs, port)
         alertmanager.wait_ready("/-/ready")
 
         rule_files = write_rule_copies(directory / "rules")
@@ -418,13 +482,8 @@ def running_stack(
         config_path = directory / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         port = free_port()
-        prometheus_service = spawn(
-            stack, "prometheus",
-            [prometheus_binary, f"--config.file={config_path}",
-             f"--storage.tsdb.path={directory / 'prometheus-data'}",
-             f"--web.listen-address=127.0.0.1:{port}"],
-            logs, port,
-        )  # fmt: skip
+        argv = prometheus_argv(prometheus_binary, config_path, directory / "prometheus-data", port)
+        prometheus_service = spawn(stack, "prometheus", argv, logs, port)
         prometheus_service.wait_ready("/-/ready")
         prometheus = PrometheusAPI(prometheus_service.url)
         stack.callback(prometheus.close)

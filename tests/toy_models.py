@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 
@@ -12,8 +13,13 @@ class ToyFailure(RuntimeError):
 
 
 def regress(features: Mapping[str, Any]) -> float:
-    """fare = 3 + 2 * miles; raises for miles < 0 and sleeps when asked."""
+    """fare = 3 + 2 * miles; raises for miles < 0 and sleeps when asked.
+
+    ``_started`` names a file to create on arrival, so a test knows the request is in flight.
+    """
     miles = features.get("miles")
+    if features.get("_started"):
+        Path(str(features["_started"])).touch()
     if features.get("_sleep"):
         time.sleep(float(features["_sleep"]))
     if miles is None:
