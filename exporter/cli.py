@@ -7,17 +7,31 @@ stderr and exit code 2, never a traceback; nothing is written half-way.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
+import logging
 import os
+import socket
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from exporter import __version__
 from exporter.profile import ProfileError, ReferenceProfile
 
+if TYPE_CHECKING:
+    import uvicorn
+
+    from exporter.config import MonitorConfig
+    from exporter.service import Service
+
 EXIT_USAGE = 2
+#: How long a new worker may take to start before uvicorn's supervisor replaces it.
+WORKER_START_SECONDS = 60
 
 
 class CommandError(Exception):
@@ -110,44 +124,196 @@ def _add_receiver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
-    from exporter import service
-    from exporter.config import load_config
+    from exporter import security, service
+    from exporter.config import load_config, with_overrides
 
     data_dir = Path(args.data_dir)
     try:
-        config = load_config(args.config)
+        config = with_overrides(
+            load_config(args.config), token_file=args.token_file, metrics_port=args.metrics_port
+        )
+        warnings = security.check_tls(args.ssl_certfile, args.ssl_keyfile)
         data_dir.mkdir(parents=True, exist_ok=True)
         # Built once here, in every case, so a mistake is one clear line before any worker starts.
         checked = service.build_service(config, data_dir)
-    except service.STARTUP_ERRORS as exc:
+    except service.STARTUP_ERRORS + (security.TLSError,) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:
         raise CommandError(f"{data_dir}: cannot use the data directory: {exc}") from None
-    log_level = "warning" if args.quiet else "info"
+    for warning in warnings + (checked.tokens.warnings() if checked.tokens else []):
+        print(f"model-exporter serve: warning: {warning}", file=sys.stderr)
+    try:
+        listener = _metrics_listener(args.host, args.port, config.service.metrics_port)
+    except CommandError:
+        checked.store.close()
+        raise
     if args.workers == 1:
-        import prometheus_client
+        _serve_in_this_process(args, checked, listener)
+    else:
+        checked.store.close()
+        _serve_with_workers(args, config, data_dir, listener)
+    return 0
 
-        if not config.service.created_series:
-            prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
-        app = service.BodyLimit(service.create_app(checked), config.service.max_body_bytes)
-        uvicorn.run(app, host=args.host, port=args.port, log_level=log_level,
-                    timeout_graceful_shutdown=10)  # fmt: skip
-        return 0
-    checked.store.close()
+
+def _log_level(args: argparse.Namespace) -> str:
+    return "warning" if args.quiet else "info"
+
+
+def _serve_in_this_process(
+    args: argparse.Namespace, checked: Service, listener: socket.socket | None
+) -> None:
+    import prometheus_client
+    import uvicorn
+
+    from exporter import service
+
+    settings = checked.config.service
+    if not settings.created_series:
+        prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
+    app = service.BodyLimit(service.create_app(checked), settings.max_body_bytes)
+    with _serving_metrics(checked, listener, args):
+        uvicorn.run(app, host=args.host, port=args.port, log_level=_log_level(args),
+                    timeout_graceful_shutdown=10, ssl_certfile=args.ssl_certfile,
+                    ssl_keyfile=args.ssl_keyfile)  # fmt: skip
+
+
+def _serve_with_workers(
+    args: argparse.Namespace, config: MonitorConfig, data_dir: Path, listener: socket.socket | None
+) -> None:
+    import uvicorn
+
+    from exporter import service
+
     multiproc = service.prepare_multiprocess_dir(data_dir)
     os.environ[service.MULTIPROC_ENV] = str(multiproc)
     os.environ[service.ENV_CONFIG] = str(Path(args.config).resolve())
     os.environ[service.ENV_DATA_DIR] = str(data_dir.resolve())
-    uvicorn.run(
+    _hand_to_workers(config)
+    reader = None
+    if listener is not None:
+        # This process (the workers' supervisor) serves the metrics port: the workers' counter
+        # files plus the windows they publish, as any worker's /metrics would.
+        reader = service.build_service(
+            config, data_dir, multiprocess_dir=multiproc, metrics_reader=True
+        )
+    settings: dict[str, object] = {}
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        # uvicorn >= 0.5x kills a worker that has not answered its health check in 5 s; a
+        # worker imports pandas, scipy and the model first, which takes longer on a busy host.
+        settings["timeout_worker_healthcheck"] = WORKER_START_SECONDS
+    uvicorn_config = uvicorn.Config(
         "exporter.service:app_from_environment", factory=True, host=args.host, port=args.port,
-        workers=args.workers, log_level=log_level, timeout_graceful_shutdown=10,
+        workers=args.workers, log_level=_log_level(args), timeout_graceful_shutdown=10,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, **settings,  # type: ignore[arg-type]
     )  # fmt: skip
-    return 0
+    try:
+        with _serving_metrics(reader, listener, args):
+            _run_workers(uvicorn_config)
+    finally:
+        if reader is not None:
+            reader.store.close()
+
+
+def _run_workers(config: uvicorn.Config) -> None:
+    """``uvicorn.run``'s multi-worker branch, with the listening socket declared as TCP.
+
+    uvicorn binds it with protocol 0, so asyncio never sets ``TCP_NODELAY`` on the connections
+    it accepts (Kludex/uvicorn#3149): on a kept-alive connection every response then waits for
+    Nagle's algorithm and the client's delayed ACK, about 40 ms, against 3 ms with one worker.
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    sock = config.bind_socket()
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
+        sock.set_inheritable(True)
+    # The supervisor's signature changed: older uvicorn takes the worker's target explicitly.
+    if "target" in inspect.signature(Multiprocess).parameters:
+        supervisor = Multiprocess(config, target=uvicorn.Server(config).run, sockets=[sock])  # type: ignore[call-arg]
+    else:
+        supervisor = Multiprocess(config, sockets=[sock])
+    try:
+        supervisor.run()
+    except KeyboardInterrupt:
+        pass
+
+
+def _hand_to_workers(config: MonitorConfig) -> None:
+    """What the command line changed in the config, for the workers that re-read the file: the
+    token file's path (never a token) and the metrics port."""
+    from exporter import service
+
+    token_path = config.token_path()
+    metrics_port = config.service.metrics_port
+    for name, value in (
+        (service.ENV_TOKEN_FILE, str(token_path.resolve()) if token_path else None),
+        (service.ENV_METRICS_PORT, str(metrics_port) if metrics_port else None),
+    ):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _metrics_listener(host: str, api_port: int, metrics_port: int | None) -> socket.socket | None:
+    """The metrics port's socket, bound now so that a busy port is one line before any start."""
+    if metrics_port is None:
+        return None
+    if metrics_port == api_port:
+        raise CommandError(f"the metrics port {metrics_port} is the API port; choose another")
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, metrics_port))
+    except OSError as exc:
+        sock.close()
+        raise CommandError(
+            f"cannot listen on {host}:{metrics_port} for /metrics: {exc.strerror or exc}"
+        ) from None
+    return sock
+
+
+@contextlib.contextmanager
+def _serving_metrics(
+    source: Service | None, listener: socket.socket | None, args: argparse.Namespace
+) -> Iterator[None]:
+    """Serve ``source``'s /metrics on ``listener`` from a thread of this process while the API
+    runs; stopped when the API stops. Without a listener, nothing."""
+    if source is None or listener is None:
+        yield
+        return
+    import uvicorn
+
+    from exporter import service
+
+    config = uvicorn.Config(
+        service.metrics_app(source), host=args.host, port=listener.getsockname()[1],
+        log_level=_log_level(args), lifespan="off", timeout_graceful_shutdown=5,
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+    )  # fmt: skip
+    server = uvicorn.Server(config)
+    # Not the main thread, so uvicorn leaves the signals to the API server.
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [listener]}, name="metrics-server", daemon=True
+    )
+    thread.start()
+    scheme = "https" if args.ssl_certfile else "http"
+    logging.getLogger("uvicorn.error").info(
+        "Serving /metrics on %s://%s:%d/metrics", scheme, args.host, config.port
+    )
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter.receiver import port_number
+    from exporter.security import add_tls_arguments
+
     p = sub.add_parser(
         "serve",
         help="serve a model over HTTP with monitoring",
@@ -159,6 +325,16 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--data-dir", default="data", help="outcome store and worker files")
     p.add_argument("--quiet", action="store_true", help="log warnings and errors only")
+    p.add_argument(
+        "--token-file", type=Path, default=None,
+        help="bearer tokens, one per line, that /predict and /feedback require "
+        "(instead of service.auth.token_file)",
+    )  # fmt: skip
+    p.add_argument(
+        "--metrics-port", type=port_number, default=None,
+        help="serve /metrics on this port only, not on --port (instead of service.metrics_port)",
+    )  # fmt: skip
+    add_tls_arguments(p)
     p.set_defaults(func=cmd_serve)
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
 from exporter.windows import WindowSpec, parse_duration
 
@@ -63,11 +63,11 @@ class MonitoringSection(_Section):
     slices: int = Field(default=12, ge=1, le=1000)
     min_samples: int = Field(default=100, ge=1)
     sample_size: int = Field(default=1000, ge=0, le=100_000)
-    drift_cache_seconds: float = Field(default=10.0, ge=0)
+    drift_cache_seconds: FiniteFloat = Field(default=10.0, ge=0)
     classes: list[str] | None = None
     max_classes: int = Field(default=50, ge=1, le=10_000)
-    confidence_thresholds: tuple[float, float] = (0.5, 0.8)
-    domains: dict[str, tuple[float, float]] = Field(default_factory=dict)
+    confidence_thresholds: tuple[FiniteFloat, FiniteFloat] = (0.5, 0.8)
+    domains: dict[str, tuple[FiniteFloat, FiniteFloat]] = Field(default_factory=dict)
 
     @field_validator("windows")
     @classmethod
@@ -98,11 +98,23 @@ class OutcomeSection(_Section):
         return parse_duration(self.ttl)
 
 
+class AuthSection(_Section):
+    #: Bearer tokens that ``/predict`` and ``/feedback`` (and every endpoint but the probes, the
+    #: docs and ``/metrics``) accept, one per line; relative to this config file.
+    token_file: Path | None = None
+    #: Ask for a token on ``/metrics`` too (Prometheus sends it from a ``credentials_file``).
+    protect_metrics: bool = False
+
+
 class ServiceSection(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     max_batch: int = Field(default=1000, ge=1)
     #: prometheus_client's ``*_created`` series double the counter lines and nothing reads them.
     created_series: bool = False
+    #: Serve ``/metrics`` on this port only (same host), so the API port can be exposed while the
+    #: metrics stay internal; unset, ``/metrics`` is on the API port.
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    auth: AuthSection = Field(default_factory=AuthSection)
 
 
 class MonitorConfig(_Section):
@@ -110,7 +122,7 @@ class MonitorConfig(_Section):
     reference: Path | None = None
     features: list[str] | None = None
     monitoring: MonitoringSection = Field(default_factory=MonitoringSection)
-    thresholds: dict[str, float] = Field(default_factory=dict)
+    thresholds: dict[str, FiniteFloat] = Field(default_factory=dict)
     outcomes: OutcomeSection = Field(default_factory=OutcomeSection)
     service: ServiceSection = Field(default_factory=ServiceSection)
     #: Where the file was read from; relative paths resolve against its folder.
@@ -125,11 +137,30 @@ class MonitorConfig(_Section):
         return value
 
     def reference_path(self) -> Path | None:
-        if self.reference is None:
-            return None
-        if self.reference.is_absolute():
-            return self.reference
-        return self.source.parent / self.reference
+        return self._beside_the_file(self.reference)
+
+    def token_path(self) -> Path | None:
+        """The service's token file (``service.auth.token_file``), or ``None`` without auth."""
+        return self._beside_the_file(self.service.auth.token_file)
+
+    def _beside_the_file(self, path: Path | None) -> Path | None:
+        if path is None or path.is_absolute():
+            return path
+        return self.source.parent / path
+
+
+def with_overrides(
+    config: MonitorConfig, *, token_file: Path | None = None, metrics_port: int | None = None
+) -> MonitorConfig:
+    """``config`` with the values given on the command line in place of the file's."""
+    service = config.service
+    auth = service.auth
+    if token_file is not None:
+        # Absolute: a path given on the command line is relative to where the command ran.
+        auth = auth.model_copy(update={"token_file": token_file.absolute()})
+    if metrics_port is not None:
+        service = service.model_copy(update={"metrics_port": metrics_port})
+    return config.model_copy(update={"service": service.model_copy(update={"auth": auth})})
 
 
 #: YAML documents bigger than this are refused before parsing (a config is a few KiB).
@@ -151,8 +182,12 @@ class _NoAliasLoader(yaml.SafeLoader):
 def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
     """Read and validate a monitor config; any problem raises :class:`ConfigError`."""
     where = Path(path)
+    # A FIFO would block and a device (/dev/zero) never end: only regular files are read.
+    if where.exists() and not where.is_dir() and not where.is_file():
+        raise ConfigError(f"{where}: cannot read the config: not a regular file")
     try:
-        raw = where.read_bytes()
+        with where.open("rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"{where}: cannot read the config: {exc.strerror or exc}") from None
     if len(raw) > MAX_CONFIG_BYTES:
@@ -161,6 +196,8 @@ def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
         document = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506
     except UnicodeDecodeError:
         raise ConfigError(f"{where}: the config is not UTF-8 text") from None
+    except RecursionError:
+        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""

@@ -185,6 +185,9 @@ def run_stack(scenario: str, duration: float, data_dir: Path) -> int:
         print("\nThe demo stack is up:")
         for name, url in stack.urls.items():
             print(f"  {name:<26} {url}")
+        # GET /alerts needs the receiver's token, so a browser gets 401: show the one-liner.
+        alerts = stack.urls["receiver (stored alerts)"]
+        print(f'  stored alerts: curl -H "Authorization: Bearer $(cat {token_file})" {alerts}')
         print(f"\nSending '{scenario}' traffic for {duration:.0f} s (Ctrl-C stops everything).\n")
         return _traffic(ports, scenario, duration)
     except KeyboardInterrupt:

@@ -8,6 +8,8 @@ no stale series is ever left behind.
 
 from __future__ import annotations
 
+import hashlib
+import re
 import threading
 import weakref
 from collections.abc import Iterator
@@ -24,6 +26,16 @@ if TYPE_CHECKING:
 
 MODEL_LABELS = ("model", "version")
 
+#: Longest label value exported, in characters (at most 512 bytes of UTF-8). Prometheus drops a
+#: whole scrape when one value passes its ``label_value_length_limit``, so values fed by user data
+#: (class names, categories, feature names, exception names) are cut here.
+MAX_LABEL_LENGTH = 128
+#: Hex digits of the hash that ends a cut value, so two long values sharing a start stay apart.
+_CUT_HASH_DIGITS = 8
+#: A surrogate code point in a str is a lone one (a valid pair decodes to one code point): it has
+#: no UTF-8 form, and a single one would make every later scrape fail to encode.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
 #: Inference latency buckets in seconds: seed 003's 0.01 .. 1.0 s, widened both ways for fast
 #: models and slow batch calls.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -33,6 +45,23 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1
 ABSOLUTE_ERROR_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.5, 5.0, 7.5, 10.0, 20.0, 50.0, 100.0)
 #: Delay between a prediction and its ground truth, in seconds: a minute to a week.
 OUTCOME_DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0)
+
+
+def label_value(text: str) -> str:
+    """``text`` as a label value: valid UTF-8 and at most :data:`MAX_LABEL_LENGTH` characters.
+
+    Lone surrogates become U+FFFD. A longer value keeps its start, then ``~`` and a hash of the
+    whole value, so the cut is the same in every worker and replica and distinct values stay
+    distinct. Backslashes, quotes and newlines are left to the exposition writer, which escapes
+    them; other control characters pass through, as the text format allows.
+    """
+    if len(text) <= MAX_LABEL_LENGTH and (text.isascii() or not _SURROGATE.search(text)):
+        return text
+    clean = _SURROGATE.sub("\ufffd", text)
+    if len(clean) <= MAX_LABEL_LENGTH:
+        return clean
+    digest = hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:_CUT_HASH_DIGITS]
+    return f"{clean[: MAX_LABEL_LENGTH - _CUT_HASH_DIGITS - 1]}~{digest}"
 
 
 @dataclass(frozen=True)
@@ -257,8 +286,9 @@ class DriftCollector(Collector):
             monitor.flush()
         for monitor in monitors:
             snapshot = monitor.drift()
+            model = list(monitor.model_labels)
             for drift in snapshot.rows():
-                key = [monitor.name, monitor.version, drift.feature, drift.window]
+                key = [*model, label_value(drift.feature), drift.window]
                 families["samples"].add_metric(key, float(drift.samples))
                 if not drift.ready:
                     continue
@@ -266,7 +296,6 @@ class DriftCollector(Collector):
                     value = getattr(drift, stat)
                     if value is not None:
                         families[stat].add_metric(key, value)
-            model = [monitor.name, monitor.version]
             for window in snapshot.performance.values():
                 for metric, value in window.metrics.items():
                     if value is not None:

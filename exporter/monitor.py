@@ -29,7 +29,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from exporter import performance as perf
 from exporter import stats
-from exporter.metrics import state_for
+from exporter.metrics import label_value, state_for
 from exporter.outcomes import (
     MemoryOutcomeStore,
     OutcomeStore,
@@ -74,8 +74,6 @@ EXPIRE_SECONDS = 60.0
 EXPORT_SECONDS = 1.0
 #: Error classes beyond this many distinct ones are counted as ``__other__``.
 MAX_ERROR_KINDS = 20
-#: Class names longer than this are cut, so one odd label cannot blow up a series.
-MAX_LABEL_LENGTH = 128
 #: Longest time per-bin counts wait in the live tick before reaching the Prometheus counters.
 FLUSH_SECONDS = 1.0
 #: Known classes up to this many get all their (predicted, actual) outcome series up front.
@@ -152,6 +150,7 @@ class _NumericWatch:
         domain: tuple[float, float] | None,
     ) -> None:  # fmt: skip
         inst, labels = monitor._instruments, monitor._labels
+        feature = label_value(name)
         self.name = name
         self.ref = ref
         self.edges = list(ref.edges)
@@ -159,24 +158,24 @@ class _NumericWatch:
         # Stream layout: one count per bin, then the sums of the positive values and of the
         # absolute negative values; the counters mirror it slot for slot (see _flush).
         self.counters = [
-            *(inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels),
-            inst.feature_value_sum.labels(*labels, name, "positive"),
-            inst.feature_value_sum.labels(*labels, name, "negative"),
+            *(inst.feature_bins.labels(*labels, feature, b) for b in ref.bin_labels),
+            inst.feature_value_sum.labels(*labels, feature, "positive"),
+            inst.feature_value_sum.labels(*labels, feature, "negative"),
         ]
         self.positive = len(ref.bin_labels)
         self.negative = self.positive + 1
         width = len(self.counters)
         self.flushed = [0.0] * width
         reasons = NUMERIC_REASONS + (("out_of_domain",) if domain else ())
-        self.invalid = {r: inst.invalid.labels(*labels, name, r) for r in reasons}
+        self.invalid = {r: inst.invalid.labels(*labels, feature, r) for r in reasons}
         self.stream = Stream(monitor._specs, width, monitor._sample_size, seed)
         self.low, self.high = domain if domain else (-math.inf, math.inf)
         self.sample = np.asarray(ref.sample, dtype=np.float64)
         self.share = np.asarray(ref.reference_share, dtype=np.float64)
         for label, share in zip(ref.bin_labels, ref.reference_share, strict=True):
-            inst.reference_ratio.labels(*labels, name, label).set(share)
-        inst.reference_mean.labels(*labels, name).set(ref.mean)
-        inst.reference_std.labels(*labels, name).set(ref.std)
+            inst.reference_ratio.labels(*labels, feature, label).set(share)
+        inst.reference_mean.labels(*labels, feature).set(ref.mean)
+        inst.reference_std.labels(*labels, feature).set(ref.std)
 
     def add(self, x: float) -> None:
         """Count a finite value (already validated) into bins, sums and the window."""
@@ -226,6 +225,9 @@ class _CategoricalWatch:
         open_vocabulary: bool = False,
     ) -> None:  # fmt: skip
         inst, labels = monitor._instruments, monitor._labels
+        feature = label_value(name)
+        # Categories come from the training data: any text, so each is cut to a fit label value.
+        bins = [label_value(b) for b in ref.bin_labels]
         self.name = name
         self.ref = ref
         self.index = {c: i for i, c in enumerate(ref.categories)}
@@ -234,14 +236,14 @@ class _CategoricalWatch:
         # The output's vocabulary is open: a new class is drift, not bad input.
         self.open_vocabulary = open_vocabulary
         self.complete = ref.known_other_complete and not open_vocabulary
-        self.counters = [inst.feature_bins.labels(*labels, name, b) for b in ref.bin_labels]
+        self.counters = [inst.feature_bins.labels(*labels, feature, b) for b in bins]
         self.flushed = [0.0] * len(self.counters)
         self.share = np.asarray(ref.reference_share, dtype=np.float64)
         reasons = CATEGORICAL_REASONS if not open_vocabulary else ("missing", "wrong_type")
-        self.invalid = {r: inst.invalid.labels(*labels, name, r) for r in reasons}
+        self.invalid = {r: inst.invalid.labels(*labels, feature, r) for r in reasons}
         self.stream = Stream(monitor._specs, len(self.counters), 0, seed)
-        for label, share in zip(ref.bin_labels, ref.reference_share, strict=True):
-            inst.reference_ratio.labels(*labels, name, label).set(share)
+        for label, share in zip(bins, ref.reference_share, strict=True):
+            inst.reference_ratio.labels(*labels, feature, label).set(share)
 
     def take(self, value: object) -> None:
         if type(value) is str:
@@ -366,7 +368,8 @@ class ModelMonitor:
         self._lock = threading.Lock()
         self._drift_lock = threading.Lock()
         self._drift_cache: DriftSnapshot | None = None
-        self._labels = (name, version)
+        # Every series carries these; a library user may pass any text for either.
+        self._labels = (label_value(name), label_value(version))
         state = state_for(registry)
         self._instruments = inst = state.instruments
         self._confidence_cuts = (low, high)
@@ -449,9 +452,9 @@ class ModelMonitor:
             for bucket in CONFIDENCE_BUCKET_LABELS:
                 self._predicted[("", bucket)] = inst.predictions.labels(*self._labels, "", bucket)
         reference_id = "none" if reference is None else reference.fingerprint()
-        inst.info.labels(*self._labels, stage, reference_id).set(1)
+        inst.info.labels(*self._labels, label_value(stage), reference_id).set(1)
         for alert, value in (thresholds or {}).items():
-            inst.alert_threshold.labels(*self._labels, alert).set(float(value))
+            inst.alert_threshold.labels(*self._labels, label_value(alert)).set(float(value))
         prefix = os.urandom(4).hex()
         self._ids = itertools.count()
         self._batches = itertools.count()
@@ -667,7 +670,7 @@ class ModelMonitor:
             kind = error
         else:
             kind = (error if isinstance(error, type) else type(error)).__name__
-        kind = kind[:MAX_LABEL_LENGTH]
+        kind = label_value(kind)
         child = self._errors.get(kind)
         if child is None:
             with self._lock:
@@ -823,7 +826,9 @@ class ModelMonitor:
     # -- classes -------------------------------------------------------------------------------
 
     def _class_key(self, key: str) -> str:
-        key = key[:MAX_LABEL_LENGTH]
+        """The ``predicted``/``actual``/``class`` label of a class: cut to a fit label value, and
+        ``__other__`` once ``max_classes`` distinct classes were seen."""
+        key = label_value(key)
         if key in self._classes:
             return key
         if len(self._classes) >= self.max_classes:
@@ -1145,6 +1150,11 @@ class ModelMonitor:
     @property
     def windows(self) -> list[str]:
         return [s.name for s in self._specs]
+
+    @property
+    def model_labels(self) -> tuple[str, str]:
+        """The ``model`` and ``version`` label values of this monitor's series."""
+        return self._labels
 
     def drift(self, *, max_age: float | None = None) -> DriftSnapshot:
         """Drift of every watched feature and the output, per window.

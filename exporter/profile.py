@@ -36,6 +36,12 @@ OUTPUT = "__prediction__"
 MAX_KNOWN_CATEGORIES = 10_000
 #: Tolerance for reference shares summing to 1 after a JSON round trip.
 _SHARE_SUM_TOLERANCE = 1e-6
+#: Upper bounds of ``bins`` and ``top_k``: each bin or category is a series per feature, and a
+#: typo such as ``--bins 100000000`` would otherwise run until memory runs out.
+MAX_BINS = 1000
+MAX_TOP_K = 1000
+#: Longest excerpt of a bad value quoted in an error message.
+_EXCERPT_LENGTH = 60
 
 
 class ProfileError(ValueError):
@@ -76,6 +82,8 @@ class NumericFeature(_Strict):
         if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
             raise ValueError("edges must be strictly increasing")
         _check_shares(self.reference_share, len(self.edges) + 1, f"{len(self.edges)} edges")
+        if any(not math.isfinite(v) for v in self.sample):
+            raise ValueError("sample values must be finite")
         if any(b < a for a, b in zip(self.sample, self.sample[1:], strict=False)):
             raise ValueError("sample must be sorted ascending")
         if not all(math.isfinite(v) for v in (self.mean, self.std, self.min, self.max)):
@@ -160,6 +168,8 @@ class ReferenceProfile(_Strict):
         """
         if bins < 1 or top_k < 1 or sample_size < 1:
             raise ProfileError("bins, top_k and sample_size must each be at least 1")
+        if bins > MAX_BINS or top_k > MAX_TOP_K:
+            raise ProfileError(f"bins must be at most {MAX_BINS} and top_k at most {MAX_TOP_K}")
         overlap = set(numeric) & set(categorical)
         if overlap:
             raise ProfileError(f"columns listed as numeric and categorical: {sorted(overlap)}")
@@ -218,8 +228,13 @@ class ReferenceProfile(_Strict):
     def load(cls, path: str | os.PathLike[str]) -> ReferenceProfile:
         """Read and validate a profile; any problem raises :class:`ProfileError` naming it."""
         where = str(path)
+        source = Path(path)
+        # A FIFO or a device (a mistyped /dev/stdin, /dev/zero) would block or never end.
+        if source.exists() and not source.is_dir() and not source.is_file():
+            raise ProfileError(f"{where}: cannot read the profile: not a regular file")
         try:
-            text = Path(path).read_text(encoding="utf-8")
+            # utf-8-sig: a byte-order mark, as some Windows editors write, is not a mistake.
+            text = source.read_text(encoding="utf-8-sig")
         except (OSError, UnicodeDecodeError) as exc:
             raise ProfileError(f"{where}: cannot read the profile: {exc}") from exc
         try:
@@ -228,6 +243,10 @@ class ReferenceProfile(_Strict):
             raise ProfileError(
                 f"{where}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
             ) from exc
+        except RecursionError:
+            raise ProfileError(f"{where}: not valid JSON: nested too deeply") from None
+        except ValueError:  # an integer past Python's digit limit (4300)
+            raise ProfileError(f"{where}: not valid JSON: a number has too many digits") from None
         return cls.from_document(document, source=where)
 
     @classmethod
@@ -235,6 +254,10 @@ class ReferenceProfile(_Strict):
         """Validate a decoded JSON document (see :meth:`load`)."""
         if not isinstance(document, dict):
             raise ProfileError(f"{source}: the profile must be a JSON object")
+        broken = _lone_surrogate_at(document)
+        if broken is not None:
+            # Names and categories become label values, which must be encodable as UTF-8.
+            raise ProfileError(f"{source}: {broken}: a lone UTF-16 surrogate is not valid text")
         version = document.get("schema_version")
         if isinstance(version, int) and not isinstance(version, bool):
             if version > SCHEMA_VERSION:
@@ -262,6 +285,44 @@ class ReferenceProfile(_Strict):
                 f"{source}: features {absent} are watched but not profiled; "
                 f"the profile has {sorted(self.features)}"
             )
+
+
+def _lone_surrogate_at(document: Any) -> str | None:
+    """Dotted path of the first key or string holding a lone surrogate, or None."""
+    stack: list[tuple[Any, str]] = [(document, "")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, dict):
+            for key, value in item.items():
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and _has_lone_surrogate(key):
+                    return where.encode("utf-8", "backslashreplace").decode("utf-8")
+                stack.append((value, where))
+        elif isinstance(item, list):
+            # Only containers and strings: a sample's thousands of numbers need no path.
+            stack.extend(
+                (value, f"{path}.{i}")
+                for i, value in enumerate(item)
+                if isinstance(value, (str, dict, list))
+            )
+        elif isinstance(item, str) and _has_lone_surrogate(item):
+            return path
+    return None
+
+
+def _has_lone_surrogate(text: str) -> bool:
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _excerpt(text: str) -> str:
+    """``text`` cut to a readable length for an error message."""
+    return text if len(text) <= _EXCERPT_LENGTH else f"{text[:_EXCERPT_LENGTH]}..."
 
 
 def _describe(exc: ValidationError) -> str:
@@ -296,7 +357,7 @@ def _profile_numeric(
             bad = column[unparsable]
             raise ProfileError(
                 f"column {name!r} is listed as numeric but row {bad.index[0]} holds "
-                f"{bad.iloc[0]!r}; "
+                f"{_excerpt(repr(bad.iloc[0]))}; "
                 "list it as categorical or clean the data"
             )
     values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -8,13 +8,14 @@ what was stored, ``/metrics`` counts it, and an optional actions file runs a com
 (for example a retraining job) with the alert's JSON on stdin.
 
 Alertmanager sends the bearer token with ``http_config: {authorization: {credentials_file: F}}``
-in its ``webhook_configs``; the receiver reads the same file with ``--token-file``.
+in its ``webhook_configs``; the receiver reads the same file with ``--token-file`` (several lines
+are several tokens, for a rotation) and then asks for it on ``POST /alerts`` and ``GET /alerts``;
+the probes, ``/metrics`` and the docs stay open. ``--ssl-certfile``/``--ssl-keyfile`` serve HTTPS.
 """
 
 from __future__ import annotations
 
 import argparse
-import hmac
 import json
 import logging
 import os
@@ -46,6 +47,17 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from exporter import __version__
 from exporter.alert_store import AlertRecord, AlertStore, StoredAlert, StoreError
+from exporter.metrics import label_value
+from exporter.security import (
+    DOCS_PATHS,
+    PROBE_PATHS,
+    BearerTokens,
+    TLSError,
+    TokenFileError,
+    add_tls_arguments,
+    check_tls,
+    require_bearer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,12 +83,12 @@ ACTION_WORKERS = 4
 #: Distinct ``alertname`` / ``severity`` label values beyond these are counted as ``__other__``,
 #: so a misbehaving sender cannot create unbounded series.
 MAX_ALERTNAMES = 200
+#: The query parameters GET /alerts understands.
+LIST_FILTERS = frozenset({"status", "model", "alertname", "limit"})
 MAX_SEVERITIES = 20
-#: Label values longer than this are cut.
-MAX_LABEL_LENGTH = 128
 OTHER = "__other__"
-#: Sent with every 401, as RFC 6750 asks.
-CHALLENGE = {"WWW-Authenticate": "Bearer"}
+#: What needs no token: probes, the receiver's own counters (Prometheus scrapes them) and docs.
+OPEN_PATHS = PROBE_PATHS | DOCS_PATHS | {"/metrics"}
 
 #: Go's zero time, which Alertmanager sends as the ``endsAt`` of an alert with no known end.
 GO_ZERO_TIME = datetime(1, 1, 1, tzinfo=timezone.utc)
@@ -86,7 +98,7 @@ Outcome = Literal["success", "failure", "timeout"]
 
 
 class ReceiverConfigError(Exception):
-    """A bad token file or actions file; the message names the file and the key."""
+    """A bad actions file; the message names the file and the key."""
 
 
 # --- the webhook payload ---------------------------------------------------------------------
@@ -169,13 +181,9 @@ class AlertList(BaseModel):
     alerts: list[StoredNotification]
 
 
-def _error(
-    status_code: int,
-    errors: Sequence[tuple[str, str]],
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
+def _error(status_code: int, errors: Sequence[tuple[str, str]]) -> JSONResponse:
     body = ErrorBody(detail=[FieldError(field=f, reason=r) for f, r in errors])
-    return JSONResponse(body.model_dump(), status_code=status_code, headers=headers)
+    return JSONResponse(body.model_dump(), status_code=status_code)
 
 
 def _field_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
@@ -361,7 +369,7 @@ class _BoundedValues:
         self._lock = threading.Lock()
 
     def __call__(self, value: str) -> str:
-        value = value[:MAX_LABEL_LENGTH]
+        value = label_value(value)  # valid UTF-8, bounded, long values kept distinct
         with self._lock:
             if value in self._seen:
                 return value
@@ -402,20 +410,10 @@ class ReceiverMetrics:
         self.notifications.labels(self.alertname(alertname), status, self.severity(severity)).inc()
 
     def count_action(self, alertname: str, outcome: Outcome) -> None:
-        self.actions.labels(alertname, outcome).inc()
+        self.actions.labels(self.alertname(alertname), outcome).inc()
 
 
 # --- the app ---------------------------------------------------------------------------------
-
-
-def _bearer_token(header: str | None) -> bytes | None:
-    if header is None:
-        return None
-    scheme, _, credentials = header.strip().partition(" ")
-    if scheme.lower() != "bearer" or not credentials.strip():
-        return None
-    # Starlette decodes header bytes as latin-1; encoding back gives the bytes that were sent.
-    return credentials.strip().encode("latin-1")
 
 
 async def _read_body(request: Request, limit: int) -> bytes | None:
@@ -489,24 +487,27 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 def create_app(
     store: AlertStore,
     *,
-    token: str | None,
+    token: str | BearerTokens | None,
     actions: Mapping[str, AlertAction],
     registry: CollectorRegistry | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
 ) -> FastAPI:
     """The receiver's ASGI app on ``store``.
 
-    ``token``: the bearer token ``POST /alerts`` requires, or ``None`` to accept any post (a
-    warning is logged). ``actions``: commands per alertname (see :func:`load_actions`).
+    ``token``: the bearer token (or tokens) ``POST /alerts`` and ``GET /alerts`` require, or
+    ``None`` to accept anyone (a warning is logged). ``actions``: commands per alertname (see
+    :func:`load_actions`).
     ``registry``: where the receiver's counters live; a fresh one when not given. The store is
     the caller's to close; the action runner is closed (waiting for running actions) on shutdown.
     """
-    if token is not None and not token:
-        raise ValueError("token must be a non-empty string or None")
-    expected = None if token is None else token.encode("utf-8")
-    if expected is None:
+    if isinstance(token, str):
+        if not token:
+            raise ValueError("token must be a non-empty string or None")
+        token = BearerTokens([token])
+    if token is None:
         log.warning(
-            "no --token-file: the receiver accepts unauthenticated notifications on POST /alerts"
+            "no --token-file: the receiver accepts unauthenticated notifications on POST /alerts "
+            "and lists the stored alerts to anyone on GET /alerts"
         )
     registry = CollectorRegistry() if registry is None else registry
     metrics = ReceiverMetrics.build(registry)
@@ -555,12 +556,7 @@ def create_app(
     )
     async def receive_alerts(request: Request) -> Response:
         """Store a notification from Alertmanager; a repeated alert is acknowledged once more."""
-        if expected is not None:
-            given = _bearer_token(request.headers.get("authorization"))
-            if given is None:
-                return _error(401, [("Authorization", "missing bearer token")], CHALLENGE)
-            if not hmac.compare_digest(given, expected):
-                return _error(401, [("Authorization", "wrong bearer token")], CHALLENGE)
+        # The token, when one is set, was checked by BearerAuth before anything was read.
         body = await _read_body(request, max_body_bytes)
         if body is None:
             return _error(413, [("body", f"larger than {max_body_bytes} bytes")])
@@ -593,14 +589,26 @@ def create_app(
         result = PostResult(received=len(new), stored=stored, duplicates=len(new) - stored)
         return JSONResponse(result.model_dump())
 
-    @app.get("/alerts", response_model=AlertList, responses={503: error_responses[503]})
+    @app.get(
+        "/alerts", response_model=AlertList,
+        responses={**{code: error_responses[code] for code in (401, 503)},
+                   # Not FastAPI's default 422: _validation_error answers {field, reason}.
+                   422: {"model": ErrorBody, "description": "A query parameter is invalid."}},
+    )  # fmt: skip
     def list_alerts(
+        request: Request,
         status: Status | None = None,
         model: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         alertname: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
     ) -> Any:
         """Stored alerts, newest first, filtered by status, ``model`` label and alertname."""
+        # A misspelt filter (?alertnme=...) would otherwise silently list every alert.
+        unknown = sorted(set(request.query_params) - LIST_FILTERS)
+        if unknown:
+            name = unknown[0][:MAX_FILTER_LENGTH] or "(empty name)"
+            known = ", ".join(sorted(LIST_FILTERS))
+            return _error(422, [(name, f"unknown query parameter; use {known}")])
         try:
             found = store.recent(status=status, model=model, alertname=alertname, limit=limit)
         except sqlite3.Error as exc:
@@ -645,26 +653,15 @@ def create_app(
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    if token is not None:
+        require_bearer(app, token, OPEN_PATHS)
     return app
 
 
 # --- command line ----------------------------------------------------------------------------
 
 
-def read_token(path: Path) -> str:
-    """The bearer token in ``path`` (surrounding whitespace and the final newline removed)."""
-    try:
-        token = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ReceiverConfigError(f"cannot read the token file {path}: {exc}") from exc
-    if not token:
-        raise ReceiverConfigError(f"the token file {path} is empty")
-    if any(ch.isspace() for ch in token):
-        raise ReceiverConfigError(f"the token file {path} must hold one token without spaces")
-    return token
-
-
-def _port(value: str) -> int:
+def port_number(value: str) -> int:
     try:
         port = int(value)
     except ValueError:
@@ -677,7 +674,7 @@ def _port(value: str) -> int:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``model-exporter receiver`` to ``parser``."""
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
-    parser.add_argument("--port", type=_port, default=DEFAULT_PORT, help="port to listen on")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="port to listen on")
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -688,8 +685,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--token-file",
         type=Path,
         default=None,
-        help="file holding the bearer token POST /alerts requires (without it, any post is "
-        "accepted and a warning is logged)",
+        help="file of the bearer tokens, one per line, that POST and GET /alerts require "
+        "(without it, anyone is served and a warning is logged)",
     )
     parser.add_argument(
         "--actions",
@@ -697,6 +694,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="YAML file mapping alertname to {command: [argv...], timeout_seconds, on: [firing]}",
     )
+    add_tls_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -706,15 +704,22 @@ def run(args: argparse.Namespace) -> int:
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        token = None if args.token_file is None else read_token(args.token_file)
+        tokens = None if args.token_file is None else BearerTokens.from_file(args.token_file)
+        warnings = check_tls(args.ssl_certfile, args.ssl_keyfile)
         actions = {} if args.actions is None else load_actions(args.actions)
         store = AlertStore.in_directory(args.data_dir)
-    except (ReceiverConfigError, StoreError) as exc:
+    except (ReceiverConfigError, StoreError, TokenFileError, TLSError) as exc:
         print(f"model-exporter receiver: {exc}", file=sys.stderr)
         return 2
+    for warning in warnings + (tokens.warnings() if tokens else []):
+        log.warning("%s", warning)
     try:
-        app = create_app(store, token=token, actions=actions)
-        server = uvicorn.Server(uvicorn.Config(app, host=args.host, port=args.port))
+        app = create_app(store, token=tokens, actions=actions)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port,
+            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
         try:
             server.run()
         except SystemExit as exc:  # uvicorn exits when it cannot bind; it logged why

@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
@@ -30,9 +31,13 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from exporter.config import ConfigError, MonitorConfig, load_config
+from exporter.api_schema import METRICS, READYZ, ServiceDocs
+from exporter.config import ConfigError, MonitorConfig, load_config, with_overrides
 from exporter.group_commit import GroupCommitter
 from exporter.monitor import ModelMonitor
 from exporter.outcomes import (
@@ -43,12 +48,23 @@ from exporter.outcomes import (
     StoreError,
 )
 from exporter.profile import CategoricalFeature, NumericFeature, ProfileError, ReferenceProfile
+from exporter.security import (
+    DOCS_PATHS,
+    PROBE_PATHS,
+    BearerAuth,
+    BearerTokens,
+    TokenFileError,
+    require_bearer,
+)
 
 log = logging.getLogger(__name__)
 
 #: Environment variables through which `serve --workers N` hands its settings to the workers.
 ENV_CONFIG = "MODEL_EXPORTER_CONFIG"
 ENV_DATA_DIR = "MODEL_EXPORTER_DATA_DIR"
+#: The token file's path (never a token) and the metrics port given on the command line.
+ENV_TOKEN_FILE = "MODEL_EXPORTER_TOKEN_FILE"
+ENV_METRICS_PORT = "MODEL_EXPORTER_METRICS_PORT"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: How often the background task flushes counters and publishes this worker's windows.
 FLUSH_INTERVAL_SECONDS = 1.0
@@ -59,6 +75,8 @@ MAX_JSON_DEPTH = 32
 #: Longest feature name and string value accepted.
 MAX_KEY_LENGTH = 256
 MAX_STRING_LENGTH = 100_000
+#: Longest integer literal accepted: far past a double (309 digits), short of Python's 4300.
+MAX_INTEGER_DIGITS = 400
 
 Predict = Callable[[Mapping[str, Any]], Any]
 Derive = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -107,6 +125,8 @@ class Service:
     multiprocess_dir: Path | None
     numeric: frozenset[str]
     categorical: frozenset[str]
+    #: The bearer tokens every endpoint but the probes, the docs (and /metrics) asks for.
+    tokens: BearerTokens | None = None
 
 
 def build_service(
@@ -115,8 +135,16 @@ def build_service(
     *,
     registry: CollectorRegistry | None = None,
     multiprocess_dir: Path | None = None,
+    metrics_reader: bool = False,
 ) -> Service:
-    """Load the model, the reference and the store; raise ConfigError/ProfileError/StoreError."""
+    """Load the token file, the model, the reference and the store; raise ConfigError,
+    TokenFileError, ProfileError or StoreError.
+
+    ``metrics_reader``: the service only renders the metrics of the workers that share
+    ``multiprocess_dir`` (see :func:`metrics_app`); its store counts pending predictions and
+    never expires one, which the workers do and count.
+    """
+    tokens = load_tokens(config)
     predict = import_callable(config.model.import_path, "model.import_path")
     derive = (
         import_callable(config.model.derive_features, "model.derive_features")
@@ -128,36 +156,48 @@ def build_service(
     outcomes = config.outcomes
     store: OutcomeStore
     if outcomes.store == "sqlite":
-        store = SqliteOutcomeStore.in_directory(
-            data_dir, ttl_seconds=outcomes.ttl_seconds, max_pending=outcomes.max_pending
+        # The service checkpoints from its background flush (_flush_forever), never in a commit.
+        store = (_ReaderSqliteStore if metrics_reader else SqliteOutcomeStore).in_directory(
+            data_dir,
+            ttl_seconds=outcomes.ttl_seconds,
+            max_pending=outcomes.max_pending,
+            deferred_checkpoints=True,
         )
     else:
-        store = MemoryOutcomeStore(
+        store = (_ReaderMemoryStore if metrics_reader else MemoryOutcomeStore)(
             ttl_seconds=outcomes.ttl_seconds, max_pending=outcomes.max_pending
         )
     registry = registry if registry is not None else CollectorRegistry()
     m = config.monitoring
-    monitor = ModelMonitor(
-        config.model.name,
-        version=config.model.version,
-        task=config.model.task,
-        reference=reference,
-        features=config.features,
-        registry=registry,
-        windows=m.windows,
-        slices=m.slices,
-        classes=m.classes,
-        max_classes=m.max_classes,
-        min_samples=m.min_samples,
-        sample_size=m.sample_size,
-        drift_cache_seconds=m.drift_cache_seconds,
-        domains=m.domains,
-        thresholds=config.thresholds,
-        confidence_thresholds=m.confidence_thresholds,
-        stage=config.model.stage,
-        outcomes=store,
-        state_dir=multiprocess_dir / "windows" if multiprocess_dir is not None else None,
-    )
+    try:
+        monitor = ModelMonitor(
+            config.model.name,
+            version=config.model.version,
+            task=config.model.task,
+            reference=reference,
+            features=config.features,
+            registry=registry,
+            windows=m.windows,
+            slices=m.slices,
+            classes=m.classes,
+            max_classes=m.max_classes,
+            min_samples=m.min_samples,
+            sample_size=m.sample_size,
+            drift_cache_seconds=m.drift_cache_seconds,
+            domains=m.domains,
+            thresholds=config.thresholds,
+            confidence_thresholds=m.confidence_thresholds,
+            stage=config.model.stage,
+            outcomes=store,
+            state_dir=multiprocess_dir / "windows" if multiprocess_dir is not None else None,
+        )
+    except ValueError as exc:
+        store.close()
+        if isinstance(exc, ProfileError):
+            raise
+        # A mistake the config's schema cannot see on its own (domains of an unwatched feature,
+        # classes for a regression): one clear line like any other config error.
+        raise ConfigError(f"{config.source}: monitoring: {exc}") from None
     watched = config.features or (list(reference.features) if reference else [])
     numeric = frozenset(
         f for f in watched if reference and isinstance(reference.features[f], NumericFeature)
@@ -166,7 +206,36 @@ def build_service(
         f for f in watched if reference and isinstance(reference.features[f], CategoricalFeature)
     )
     return Service(config, monitor, predict, derive, store, registry, multiprocess_dir,
-                   numeric, categorical)  # fmt: skip
+                   numeric, categorical, tokens)  # fmt: skip
+
+
+def load_tokens(config: MonitorConfig) -> BearerTokens | None:
+    """The service's bearer tokens, or ``None`` when it has no token file."""
+    path = config.token_path()
+    if path is None:
+        if config.service.auth.protect_metrics:
+            raise ConfigError(
+                f"{config.source}: service.auth.protect_metrics needs a token file "
+                "(service.auth.token_file or --token-file)"
+            )
+        return None
+    return BearerTokens.from_file(path)
+
+
+class _ReaderSqliteStore(SqliteOutcomeStore):
+    """The workers' store as the metrics reader sees it: it never expires predictions, because
+    the expired count would land in the reader's own registry, which no scrape renders."""
+
+    def expire(self, now: float) -> int:
+        return 0
+
+
+class _ReaderMemoryStore(MemoryOutcomeStore):
+    """In-memory outcomes live in each worker: the reader leaves the pending gauge out rather
+    than report its own empty store."""
+
+    def pending_count(self) -> int:
+        raise StoreError("in-memory outcomes are held by each worker")
 
 
 # -- request checking ------------------------------------------------------------------------
@@ -192,7 +261,12 @@ def _parse_json(body: bytes) -> Any:
     if not body.strip():
         raise RequestError(400, "body", "the request body is empty; send a JSON object")
     try:
-        document = json.loads(body, parse_constant=_refuse_constant)
+        document = json.loads(
+            body,
+            parse_constant=_refuse_constant,
+            parse_float=_finite_float,
+            parse_int=_bounded_int,
+        )
     except UnicodeDecodeError:
         raise RequestError(400, "body", "the body is not UTF-8 text") from None
     except json.JSONDecodeError as exc:
@@ -205,11 +279,52 @@ def _parse_json(body: bytes) -> Any:
         raise RequestError(400, "body", str(exc)) from None
     if _depth(document, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
         raise RequestError(400, "body", f"JSON nested deeper than {MAX_JSON_DEPTH}")
+    # A lone surrogate (from a \\u escape, or encoded: json.loads decodes bytes with
+    # surrogatepass) has no UTF-8 form: it could be neither answered, stored nor exported.
+    if (b"\\u" in body or not body.isascii()) and _has_lone_surrogate(document):
+        raise RequestError(400, "body", "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
     return document
 
 
 def _refuse_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON; send null for a missing number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:40]} is out of the range of a double")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text) > MAX_INTEGER_DIGITS:
+        raise ValueError(f"an integer of {len(text)} digits is too long")
+    return int(text)
+
+
+def _has_lone_surrogate(document: Any) -> bool:
+    stack = [document]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str) and not item.isascii():
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
+
+
+def _fits_double(value: int | float) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:
+        return False
 
 
 def _check_features(service: Service, features: Any, field: str) -> dict[str, Any]:
@@ -228,6 +343,9 @@ def _check_features(service: Service, features: Any, field: str) -> dict[str, An
         ):
             _count_wrong_type(service, name)
             raise RequestError(422, f"{field}.{name}", f"must be a number, got {_kind(value)}")
+        if name in service.numeric and not _fits_double(value):
+            service.monitor.count_invalid(name, "inf")  # as observe() counts such an integer
+            raise RequestError(422, f"{field}.{name}", "is out of the range of a double")
         if name in service.categorical and isinstance(value, (dict, list)):
             _count_wrong_type(service, name)
             raise RequestError(
@@ -306,31 +424,39 @@ class BodyLimit:
                     await self._refuse(send)
                     return
         received = 0
-        refused = False
+        started = refused = False
 
         async def limited() -> Message:
             nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit:
+                    # Answered here: an exception raised into the app would reach Starlette's
+                    # error middleware first, which answers 500 before it re-raises.
                     refused = True
-                    raise _TooLarge
+                    if not started:
+                        await self._refuse(send)
+                    return {"type": "http.disconnect"}  # the app sees the client gone
             return message
 
-        started = False
-
-        async def tracking_send(message: Message) -> None:
+        async def guarded_send(message: Message) -> None:
             nonlocal started
+            if refused:
+                return  # the 413 is the answer; drop the app's reaction to the cut body
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited, tracking_send)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send)
+            await self.app(scope, limited, guarded_send)
+        except ClientDisconnect:
+            pass  # the client left half-way (or was cut off above): nobody to answer
+        except Exception:
+            if not refused:
+                raise  # the app's own failure: uvicorn logs it
 
     async def _refuse(self, send: Send) -> None:
         body = json.dumps(
@@ -344,10 +470,6 @@ class BodyLimit:
             }
         )
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 # -- the app ---------------------------------------------------------------------------------
@@ -422,7 +544,15 @@ def create_app(service: Service) -> FastAPI:
             "version": config.model.version,
         }
 
-    @app.post("/predict", summary="Predict one instance ({features}) or a batch ({instances})")
+    # The handlers check the raw JSON themselves; the bodies are documented by hand.
+    docs = ServiceDocs(config.model.task, max_batch, service.numeric, service.categorical,
+                       MAX_KEY_LENGTH, MAX_STRING_LENGTH)  # fmt: skip
+
+    @app.post(
+        "/predict",
+        summary="Predict one instance ({features}) or a batch ({instances})",
+        **docs.predict(),
+    )
     async def predict(request: Request) -> Response:
         try:
             document = _parse_json(await request.body())
@@ -430,7 +560,9 @@ def create_app(service: Service) -> FastAPI:
                 raise RequestError(422, "body", f"must be a JSON object, got {_kind(document)}")
             unknown = sorted(set(document) - {"features", "instances"})
             if unknown:
-                raise RequestError(422, unknown[0], "unknown field; send features or instances")
+                raise RequestError(
+                    422, unknown[0][:MAX_KEY_LENGTH], "unknown field; send features or instances"
+                )
             if ("features" in document) == ("instances" in document):
                 raise RequestError(422, "body", "send exactly one of features or instances")
             if "features" in document:
@@ -455,7 +587,11 @@ def create_app(service: Service) -> FastAPI:
         except _ModelFailed:
             return JSONResponse({"detail": "the model failed to predict"}, status_code=500)
 
-    @app.post("/feedback", summary="Ground truth for earlier predictions, one or a list")
+    @app.post(
+        "/feedback",
+        summary="Ground truth for earlier predictions, one or a list",
+        **docs.feedback(),
+    )
     async def feedback(request: Request) -> Response:
         try:
             document = _parse_json(await request.body())
@@ -487,24 +623,51 @@ def create_app(service: Service) -> FastAPI:
             "task": config.model.task,
         }
 
-    @app.get("/readyz", summary="The model is loaded and the outcome store is writable")
+    @app.get("/readyz", summary="The model is loaded and the outcome store is writable", **READYZ)
     async def readyz() -> Response:
         try:
             await run_in_threadpool(monitor.check_store)
         except StoreError as exc:
             return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
-        if not monitor.store_healthy:
-            return JSONResponse(
-                {"status": "degraded", "reason": "the last write to the outcome store failed"},
-                status_code=503,
-            )
+        monitor.store_succeeded()  # the probe was a real write: the store works again
         return JSONResponse({"status": "ready", "model": config.model.name})
 
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def metrics() -> Response:
-        body = await run_in_threadpool(_render_metrics, service)
-        return Response(body, media_type=CONTENT_TYPE_LATEST)
+    if config.service.metrics_port is None:  # else only metrics_app() serves them, on that port
 
+        @app.get("/metrics", summary="Prometheus metrics", **METRICS)
+        async def metrics() -> Response:
+            return await _metrics_response(service)
+
+    if service.tokens is not None:
+        require_bearer(app, service.tokens, _open_paths(config))
+    return app
+
+
+def _open_paths(config: MonitorConfig) -> frozenset[str]:
+    """The paths that need no token: probes, docs and, unless protected, /metrics."""
+    metrics = frozenset() if config.service.auth.protect_metrics else frozenset({"/metrics"})
+    return PROBE_PATHS | DOCS_PATHS | metrics
+
+
+async def _metrics_response(service: Service) -> Response:
+    body = await run_in_threadpool(_render_metrics, service)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_app(service: Service) -> ASGIApp:
+    """``GET /metrics`` alone, for ``service.metrics_port``; everything else is a 404.
+
+    With one worker ``service`` is the worker itself. With several it is the supervisor's
+    :func:`build_service` ``(metrics_reader=True)``: the counters come from the workers'
+    multiprocess files and the windows from the ones they publish, as on any worker's /metrics.
+    """
+
+    async def metrics(request: Request) -> Response:
+        return await _metrics_response(service)
+
+    app: ASGIApp = Starlette(routes=[Route("/metrics", metrics, methods=["GET"])])
+    if service.tokens is not None and service.config.service.auth.protect_metrics:
+        app = BearerAuth(app, tokens=service.tokens, open_paths=())
     return app
 
 
@@ -528,7 +691,7 @@ def _check_outcome(item: Any, where: str) -> tuple[str, Any]:
         raise RequestError(422, where or "body", f"must be an object, got {_kind(item)}")
     unknown = sorted(set(item) - {"prediction_id", "actual"})
     if unknown:
-        raise RequestError(422, f"{prefix}{unknown[0]}", "unknown field")
+        raise RequestError(422, f"{prefix}{unknown[0][:MAX_KEY_LENGTH]}", "unknown field")
     prediction_id = item.get("prediction_id")
     if not isinstance(prediction_id, str) or not prediction_id or len(prediction_id) > 256:
         raise RequestError(422, f"{prefix}prediction_id", "must be a non-empty string (<= 256)")
@@ -563,10 +726,20 @@ async def _flush_forever(service: Service) -> None:
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
         await run_in_threadpool(service.monitor.flush)
+        await run_in_threadpool(_checkpoint, service)
         ticks += 1
         if service.multiprocess_dir is not None and ticks % SWEEP_EVERY_TICKS == 0:
             longest = max(s.seconds for s in service.config.monitoring.window_specs())
             await run_in_threadpool(sweep_dead_workers, service.multiprocess_dir, longest)
+
+
+def _checkpoint(service: Service) -> None:
+    """Move the outcome store's WAL into its database, off the request path. Never raises: a
+    failure (a full disk) is counted like a failed write and shows in /readyz."""
+    try:
+        service.store.checkpoint()
+    except (sqlite3.Error, OSError) as exc:
+        service.monitor.store_failed(exc)
 
 
 def _alive(pid: int) -> bool:
@@ -627,7 +800,12 @@ def app_from_environment() -> FastAPI:
     """Factory for ``uvicorn --factory`` workers: settings come from the environment."""
     import prometheus_client
 
-    config = load_config(os.environ[ENV_CONFIG])
+    token_file, metrics_port = os.environ.get(ENV_TOKEN_FILE), os.environ.get(ENV_METRICS_PORT)
+    config = with_overrides(
+        load_config(os.environ[ENV_CONFIG]),
+        token_file=Path(token_file) if token_file else None,
+        metrics_port=int(metrics_port) if metrics_port else None,
+    )
     if not config.service.created_series:
         prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
     data_dir = Path(os.environ[ENV_DATA_DIR])
@@ -639,7 +817,12 @@ def app_from_environment() -> FastAPI:
 
 
 #: Errors that mean a user mistake at start (reported as one line, exit code 2).
-STARTUP_ERRORS: tuple[type[Exception], ...] = (ConfigError, ProfileError, StoreError)
+STARTUP_ERRORS: tuple[type[Exception], ...] = (
+    ConfigError,
+    ProfileError,
+    StoreError,
+    TokenFileError,
+)
 
 
 __all__ = [
@@ -648,6 +831,8 @@ __all__ = [
     "app_from_environment",
     "build_service",
     "create_app",
+    "load_tokens",
+    "metrics_app",
     "prepare_multiprocess_dir",
     "STARTUP_ERRORS",
 ]

@@ -258,6 +258,26 @@ def test_bearer_scheme_is_case_insensitive(client):
     assert answer.status_code == 200
 
 
+def test_listing_needs_the_token_too_but_probes_metrics_and_docs_do_not(client):
+    refused = client.get("/alerts")
+
+    assert refused.status_code == 401
+    assert refused.json() == {
+        "detail": [{"field": "Authorization", "reason": "missing bearer token"}]
+    }
+    assert client.get("/alerts", headers=AUTH).status_code == 200
+    opened = ("/healthz", "/readyz", "/metrics", "/docs", "/openapi.json")
+    assert [client.get(path).status_code for path in opened] == [200] * len(opened)
+
+
+def test_a_misspelt_filter_is_refused_instead_of_listing_everything(client):
+    refused = client.get("/alerts?alertnme=ModelDrift", headers=AUTH)
+
+    assert refused.status_code == 422
+    (problem,) = refused.json()["detail"]
+    assert problem["field"] == "alertnme" and "unknown query parameter" in problem["reason"]
+
+
 def test_without_a_token_posts_are_accepted_and_a_warning_is_logged(store, caplog):
     with caplog.at_level("WARNING", logger="exporter.receiver"):
         app = create_app(store, token=None, actions={})
@@ -459,7 +479,7 @@ def test_list_is_newest_first_and_filtered(client):
     )
 
     def fingerprints(query: str) -> list[tuple[str, str]]:
-        answer = client.get(f"/alerts{query}")
+        answer = client.get(f"/alerts{query}", headers=AUTH)
         assert answer.status_code == 200
         return [(a["fingerprint"], a["status"]) for a in answer.json()["alerts"]]
 
@@ -475,7 +495,7 @@ def test_list_is_newest_first_and_filtered(client):
 def test_listed_alert_has_labels_annotations_and_normalised_times(client):
     client.post("/alerts", json=make_payload(make_alert("a1", description="PSI 0.4")), headers=AUTH)
 
-    (alert,) = client.get("/alerts").json()["alerts"]
+    (alert,) = client.get("/alerts", headers=AUTH).json()["alerts"]
     assert alert["labels"] == {
         "alertname": "ModelAccuracyDrop",
         "model": "churn",
@@ -497,7 +517,7 @@ def test_listed_alert_has_labels_annotations_and_normalised_times(client):
     [("limit=0", "limit"), ("limit=1001", "limit"), ("limit=ten", "limit"), ("status=x", "status")],
 )
 def test_list_rejects_bad_parameters_with_the_field(client, query, field):
-    answer = client.get(f"/alerts?{query}")
+    answer = client.get(f"/alerts?{query}", headers=AUTH)
 
     assert answer.status_code == 422
     assert [d["field"] for d in answer.json()["detail"]] == [field]
@@ -507,8 +527,8 @@ def test_list_limit_is_bounded(client):
     alerts = [make_alert(f"f{i}") for i in range(1005)]
     client.post("/alerts", json=make_payload(*alerts), headers=AUTH)
 
-    assert len(client.get("/alerts").json()["alerts"]) == 100
-    assert len(client.get("/alerts?limit=1000").json()["alerts"]) == 1000
+    assert len(client.get("/alerts", headers=AUTH).json()["alerts"]) == 100
+    assert len(client.get("/alerts?limit=1000", headers=AUTH).json()["alerts"]) == 1000
 
 
 # --- health, readiness, metrics, docs -------------------------------------------------------
@@ -898,7 +918,7 @@ def test_live_server_keeps_alerts_across_a_restart(tmp_path):
         assert first.json() == {"received": 2, "stored": 2, "duplicates": 0}
 
     with receiver_process(data_dir, token_file, log) as url:
-        listed = httpx.get(f"{url}/alerts").json()["alerts"]
+        listed = httpx.get(f"{url}/alerts", headers=AUTH).json()["alerts"]
         repeat = httpx.post(f"{url}/alerts", json=make_payload(make_alert("a")), headers=AUTH)
         new = httpx.post(f"{url}/alerts", json=make_payload(make_alert("c")), headers=AUTH)
         metrics = httpx.get(f"{url}/metrics").text

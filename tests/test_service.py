@@ -362,3 +362,43 @@ def test_sweeping_dead_workers_keeps_counters_and_fresh_windows(tmp_path: Path) 
     assert counter.exists()  # the dead worker's counts still belong to the totals
     assert not live_gauge.exists()
     assert fresh.exists() and not old.exists()
+
+
+@pytest.mark.parametrize("takes_target", [True, False], ids=["uvicorn-0.27", "uvicorn-0.5x"])
+def test_workers_listen_on_a_tcp_socket_so_responses_are_not_delayed(
+    monkeypatch, takes_target: bool
+) -> None:
+    # uvicorn's own multi-worker socket has protocol 0, so asyncio never sets TCP_NODELAY on the
+    # connections it accepts and each kept-alive response waits ~40 ms (Kludex/uvicorn#3149).
+    import socket
+
+    import uvicorn
+    from uvicorn import supervisors
+
+    from exporter import cli
+
+    handed: list[socket.socket] = []
+
+    class OldSupervisor:
+        def __init__(self, config, target, sockets):
+            assert callable(target)
+            handed.extend(sockets)
+
+        def run(self) -> None:
+            return None
+
+    class NewSupervisor(OldSupervisor):
+        def __init__(self, config, sockets):
+            handed.extend(sockets)
+
+    supervisor = OldSupervisor if takes_target else NewSupervisor
+    monkeypatch.setattr(supervisors, "Multiprocess", supervisor)
+    config = uvicorn.Config("exporter.service:app_from_environment", host="127.0.0.1", port=0,
+                            workers=2)  # fmt: skip
+    cli._run_workers(config)
+    try:
+        assert [s.proto for s in handed] == [socket.IPPROTO_TCP]
+        assert handed[0].getsockname()[0] == "127.0.0.1"
+    finally:
+        for sock in handed:
+            sock.close()

@@ -48,6 +48,7 @@ from tests.stack_helpers import (
     poll,
     running_stack,
 )
+from tests.test_alertmanager import RECEIVER_TOKEN
 
 pytestmark = pytest.mark.stack
 
@@ -231,7 +232,12 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
 
 
 def _stored(receiver_url: str, **filters: str) -> list[dict[str, Any]]:
-    response = httpx.get(f"{receiver_url}/alerts", params={**filters, "limit": "1000"}, timeout=10)
+    response = httpx.get(
+        f"{receiver_url}/alerts",
+        params={**filters, "limit": "1000"},
+        headers={"Authorization": f"Bearer {RECEIVER_TOKEN}"},  # GET /alerts is behind the token
+        timeout=10,
+    )
     assert response.status_code == 200, response.text
     alerts: list[dict[str, Any]] = response.json()["alerts"]
     return alerts

@@ -1,0 +1,237 @@
+"""OpenAPI documentation of the model server's request bodies and answers.
+
+The handlers read and check the raw JSON themselves, so that every mistake is answered with the
+field and the reason and never with a framework error; FastAPI therefore cannot derive the bodies
+from a signature. They are described here instead, from the loaded config and reference profile,
+for ``/docs`` and for schema-based fuzzing (``tests/test_fuzz.py``). Each rule below mirrors a
+check in :mod:`exporter.service`; a body the schema allows is never refused for its shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from exporter.outcomes import Resolution
+
+JsonSchema = dict[str, Any]
+
+#: Largest finite double: JSON numbers beyond it cannot reach a model as a number.
+LARGEST_DOUBLE = 1.7976931348623157e308
+#: Longest ``prediction_id`` /feedback takes (the service's ``_check_outcome``).
+MAX_PREDICTION_ID_LENGTH = 256
+_FINITE_NUMBER: JsonSchema = {
+    "type": "number",
+    "minimum": -LARGEST_DOUBLE,
+    "maximum": LARGEST_DOUBLE,
+}
+
+_FIELD_ERRORS: JsonSchema = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "required": ["field", "reason"],
+                "properties": {"field": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        }
+    },
+}
+_MODEL_FAILED: JsonSchema = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string"}},
+}
+_ANSWER: JsonSchema = {
+    "type": "object",
+    "required": ["prediction", "confidence", "prediction_id", "model", "version"],
+    "properties": {
+        "prediction": {"description": "The model's output as JSON (NaN and infinity as null)."},
+        "confidence": {"type": ["number", "null"]},
+        "prediction_id": {"type": "string", "description": "Send it back with /feedback."},
+        "model": {"type": "string"},
+        "version": {"type": "string"},
+    },
+}
+_OUTCOME_STATUS: JsonSchema = {
+    "type": "object",
+    "required": ["prediction_id", "status"],
+    "properties": {
+        "prediction_id": {"type": "string"},
+        "status": {"enum": [r.value for r in Resolution]},
+    },
+}
+
+
+def _json(description: str, schema: JsonSchema) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
+    return {code: _json(description, _FIELD_ERRORS) for code, description in codes}
+
+
+@dataclass(frozen=True)
+class ServiceDocs:
+    """What the request checks of one service depend on: task, limits and watched features."""
+
+    task: str
+    max_batch: int
+    numeric: Iterable[str]
+    categorical: Iterable[str]
+    max_key_length: int
+    max_string_length: int
+
+    def features(self) -> JsonSchema:
+        """One instance: watched features are type-checked, any other is passed to the model."""
+        text = {"type": "string", "maxLength": self.max_string_length}
+        properties: dict[str, JsonSchema] = {}
+        for name in sorted(self.numeric):
+            properties[name] = {
+                "anyOf": [_FINITE_NUMBER, {"type": "null"}],
+                "description": "Numeric feature watched for drift; null counts as missing.",
+            }
+        for name in sorted(self.categorical):
+            properties[name] = {
+                "anyOf": [text, {"type": ["number", "boolean", "null"]}],
+                "description": "Categorical feature watched for drift; null counts as missing.",
+            }
+        return {
+            "type": "object",
+            "properties": properties,
+            "propertyNames": {"maxLength": self.max_key_length},
+            "additionalProperties": {
+                "anyOf": [text, {"type": ["number", "boolean", "null", "array", "object"]}]
+            },
+        }
+
+    def predict(self) -> dict[str, Any]:
+        """Keyword arguments of the ``POST /predict`` route."""
+        features = self.features()
+        body: JsonSchema = {
+            "oneOf": [
+                {
+                    "type": "object",
+                    "required": ["features"],
+                    "additionalProperties": False,
+                    "properties": {"features": features},
+                },
+                {
+                    "type": "object",
+                    "required": ["instances"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "instances": {
+                            "type": "array",
+                            "minItems": 1,
+                            "maxItems": self.max_batch,
+                            "items": features,
+                        }
+                    },
+                },
+            ]
+        }
+        batch = {
+            "type": "object",
+            "required": ["predictions"],
+            "properties": {"predictions": {"type": "array", "items": _ANSWER}},
+        }
+        return {
+            "openapi_extra": {
+                "requestBody": {"required": True, "content": {"application/json": {"schema": body}}}
+            },
+            "responses": {
+                200: _json(
+                    "One answer, or one per instance in order.", {"anyOf": [_ANSWER, batch]}
+                ),
+                **_errors(
+                    (400, "The body is not JSON, or it is nested too deeply."),
+                    (413, f"The body or the batch (over {self.max_batch}) is too large."),
+                    (422, "A field has the wrong type or is unknown; the answer names it."),
+                ),
+                500: _json("The model raised; counted by exception class.", _MODEL_FAILED),
+            },
+        }
+
+    def feedback(self) -> dict[str, Any]:
+        """Keyword arguments of the ``POST /feedback`` route."""
+        # A class may be any scalar; a list item's actual is only checked for being a scalar.
+        scalar = {"type": ["string", "number", "boolean"]}
+        actual = _FINITE_NUMBER if self.task == "regression" else scalar
+        listed = {"type": "array", "maxItems": self.max_batch, "items": self._outcome(scalar)}
+        results = {
+            "type": "object",
+            "required": ["results"],
+            "properties": {"results": {"type": "array", "items": _OUTCOME_STATUS}},
+        }
+        return {
+            "openapi_extra": {
+                "requestBody": {
+                    "required": True,
+                    "description": "One outcome, or a list: each item of a list is answered "
+                    "with its own status, an actual of the wrong type with 'invalid'.",
+                    "content": {
+                        "application/json": {"schema": {"anyOf": [self._outcome(actual), listed]}}
+                    },
+                }
+            },
+            "responses": {
+                200: _json(
+                    "Recorded (or the same value again); per item for a list.",
+                    {"anyOf": [_OUTCOME_STATUS, results]},
+                ),
+                **_errors(
+                    (400, "The body is not JSON, or it is nested too deeply."),
+                    (404, "No pending prediction with this id (never made, or expired)."),
+                    (409, "This prediction already has a different outcome."),
+                    (413, f"The body or the list (over {self.max_batch}) is too large."),
+                    (422, "A field is missing, unknown or of the wrong type."),
+                    (503, "The outcome store is unavailable; retry later."),
+                ),
+            },
+        }
+
+    def _outcome(self, actual: JsonSchema) -> JsonSchema:
+        return {
+            "type": "object",
+            "required": ["prediction_id", "actual"],
+            "additionalProperties": False,
+            "properties": {
+                "prediction_id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_PREDICTION_ID_LENGTH,
+                },
+                "actual": actual,
+            },
+        }
+
+
+#: Keyword arguments of ``GET /readyz``.
+READYZ: dict[str, Any] = {
+    "responses": {
+        503: _json(
+            "The outcome store cannot be written, or its last write failed.",
+            {
+                "type": "object",
+                "required": ["status", "reason"],
+                "properties": {"status": {"type": "string"}, "reason": {"type": "string"}},
+            },
+        )
+    }
+}
+#: Keyword arguments of ``GET /metrics``: Prometheus text, not JSON.
+METRICS: dict[str, Any] = {
+    "responses": {
+        200: {
+            "description": "The Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        }
+    }
+}
+
+__all__ = ["LARGEST_DOUBLE", "METRICS", "READYZ", "ServiceDocs"]
