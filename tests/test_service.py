@@ -364,7 +364,7 @@ def test_sweeping_dead_workers_keeps_counters_and_fresh_windows(tmp_path: Path) 
     assert fresh.exists() and not old.exists()
 
 
-@pytest.mark.parametrize("takes_target", [True, False], ids=["uvicorn-0.27", "uvicorn-0.5x"])
+@pytest.mark.parametrize("takes_target", [True, False], ids=["uvicorn-0.30", "uvicorn-0.5x"])
 def test_workers_listen_on_a_tcp_socket_so_responses_are_not_delayed(
     monkeypatch, takes_target: bool
 ) -> None:
