@@ -85,6 +85,8 @@ class MonitoringSection(_Section):
 class OutcomeSection(_Section):
     store: Literal["sqlite", "memory"] = "sqlite"
     ttl: str = "7d"
+    # Records kept at most, pending or resolved (a resolved one answers a repeated outcome as a
+    # duplicate until its TTL); past it the oldest go, and a pending one counts as expired.
     max_pending: int = Field(default=1_000_000, ge=1)
 
     @field_validator("ttl")

@@ -109,6 +109,33 @@ def test_ttl_and_cap_expire_and_are_counted(store) -> None:
     assert store.resolve("late", 1.0, 151).resolution is Resolution.UNKNOWN  # past TTL
 
 
+def test_resolved_records_count_toward_the_cap(store) -> None:
+    # Otherwise the SQLite file would keep a whole TTL of resolved traffic.
+    for i in range(5):
+        store.remember(_pending(f"p{i}", float(i)))
+    for i in range(3):
+        assert store.resolve(f"p{i}", 1.0, 10).resolution is Resolution.RECORDED
+    for i in range(3):
+        store.remember(_pending(f"q{i}", 20.0 + i))
+    assert store.expire(30.0) == 0  # the three oldest had their outcome: none expired
+    assert store.pending_count() == 5
+    assert store.resolve("p0", 1.0, 31).resolution is Resolution.UNKNOWN
+    assert store.resolve("q0", 1.0, 31).resolution is Resolution.RECORDED
+    store.remember(_pending("r", 40.0))
+    assert store.expire(41.0) == 1  # the oldest left, p3, was still pending
+    assert store.pending_count() == 4  # p4, q1, q2, r
+
+
+def test_sqlite_expiry_below_the_cap_does_not_count_rows(tmp_path: Path) -> None:
+    store = SqliteOutcomeStore(tmp_path / "o.sqlite3", max_pending=1000)
+    store.remember_many([_pending(f"x{i}", 1.0) for i in range(10)])
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    assert store.expire(2.0) == 0
+    assert not any("COUNT" in s for s in statements), statements
+    store.close()
+
+
 def test_sqlite_store_survives_reopen(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite3"
     first = SqliteOutcomeStore(path)
