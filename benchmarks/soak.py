@@ -125,7 +125,7 @@ def off_app_from_environment() -> Any:
 WORKER_FACTORY = "exporter.service:app_from_environment"
 
 
-def serve_without_monitoring(workers: int, port: int, data_dir: str) -> int:
+def serve_without_monitoring(workers: int, port: int, data_dir: str, config: str) -> int:
     """``model-exporter serve`` itself, with the monitor of every process disabled.
 
     One worker is built in this process; several workers are started by uvicorn from the
@@ -148,17 +148,17 @@ def serve_without_monitoring(workers: int, port: int, data_dir: str) -> int:
         run_workers(config)
 
     cli._run_workers = run_workers_without_monitoring
-    return cli.main(serve_arguments(workers, port, Path(data_dir)))
+    return cli.main(serve_arguments(workers, port, Path(data_dir), Path(config)))
 
 
 # -- server processes -------------------------------------------------------------------------
 
 
-def serve_arguments(workers: int, port: int, data_dir: Path) -> list[str]:
+def serve_arguments(workers: int, port: int, data_dir: Path, config: Path) -> list[str]:
     """The arguments of ``model-exporter serve`` for the fare example."""
     return [
         "serve",
-        f"--config={CONFIG}",
+        f"--config={config}",
         f"--workers={workers}",
         f"--port={port}",
         f"--data-dir={data_dir}",
@@ -171,14 +171,43 @@ def serve_arguments(workers: int, port: int, data_dir: Path) -> list[str]:
 #: and re-running this script (numpy, httpx, FastAPI) takes longer than that on a busy machine.
 OFF_SERVER = (
     f"import sys; sys.path.insert(0, {str(HERE)!r}); import soak; "
-    "sys.exit(soak.serve_without_monitoring(int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]))"
+    "sys.exit(soak.serve_without_monitoring(int(sys.argv[1]), int(sys.argv[2]), *sys.argv[3:]))"
 )
 
 
-def server_command(workers: int, monitoring: bool, port: int, data_dir: Path) -> list[str]:
+def server_command(
+    workers: int, monitoring: bool, port: int, data_dir: Path, config: Path
+) -> list[str]:
     if monitoring:
-        return [str(CLI), *serve_arguments(workers, port, data_dir)]
-    return [sys.executable, "-c", OFF_SERVER, str(workers), str(port), str(data_dir)]
+        return [str(CLI), *serve_arguments(workers, port, data_dir, config)]
+    return [sys.executable, "-c", OFF_SERVER, str(workers), str(port), str(data_dir), str(config)]
+
+
+def config_with_cap(max_pending: int, folder: Path) -> Path:
+    """A copy of the fare example's config whose outcome store keeps at most ``max_pending``
+    records, so that a run of a few minutes reaches the cap and spends the rest expiring."""
+    import yaml
+
+    config = yaml.safe_load(CONFIG.read_text())
+    # The copy lives elsewhere, and relative paths are relative to the config file.
+    config["reference"] = str(CONFIG.parent / config["reference"])
+    config["outcomes"]["max_pending"] = max_pending
+    path = folder / f"monitor-max-pending-{max_pending}.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def disk_mib(data_dir: Path) -> tuple[float, float]:
+    """The size of the data directory and of its SQLite write-ahead logs (``*-wal``), MiB."""
+    total = wal = 0
+    for path in data_dir.rglob("*"):
+        # The multiprocess folder's files come and go (a file per worker and metric kind).
+        with contextlib.suppress(FileNotFoundError):
+            if path.is_file():
+                size = path.stat().st_size
+                total += size
+                wal += size if path.name.endswith("-wal") else 0
+    return total / 2**20, wal / 2**20
 
 
 @contextlib.contextmanager
@@ -293,15 +322,19 @@ def role(pid: int, root: int) -> str:
 
 @dataclass
 class MemoryTrace:
-    """RSS samples of every process of one server, from the start of the load."""
+    """RSS samples of every process of one server, and the size of its data directory, from the
+    start of the load."""
 
     root: int
+    data_dir: Path
     roles: dict[int, str] = field(default_factory=dict)
     times: list[float] = field(default_factory=list)
     rss: dict[int, list[float | None]] = field(default_factory=dict)
     anon: dict[int, list[float | None]] = field(default_factory=dict)
     cpu_start: dict[int, float] = field(default_factory=dict)
     cpu_end: dict[int, float] = field(default_factory=dict)
+    disk: list[float] = field(default_factory=list)
+    wal: list[float] = field(default_factory=list)
 
     def sample(self, elapsed: float) -> None:
         pids = process_tree(self.root)
@@ -315,6 +348,9 @@ class MemoryTrace:
             if cpu is not None:
                 self.cpu_end[pid] = cpu
         self.times.append(elapsed)
+        disk, wal = disk_mib(self.data_dir)
+        self.disk.append(disk)
+        self.wal.append(wal)
         for pid in self.rss:
             resident = resident_mib(pid) if pid in pids else None
             self.rss[pid].append(resident[0] if resident else None)
@@ -538,13 +574,14 @@ def soak(
     connections: int,
     scratch: Path,
     interval: float,
+    config: Path = CONFIG,
 ) -> dict[str, Any]:
     """One configuration: start the server, warm up, load it while sampling memory, stop it."""
     name = f"w{workers}-{'on' if monitoring else 'off'}"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     data_dir = scratch / name
-    with running(server_command(workers, monitoring, port, data_dir)) as server:
+    with running(server_command(workers, monitoring, port, data_dir, config)) as server:
         wait_healthy(url, server)
         warm = scratch / f"{name}-warmup.json"
         warmup = min(5.0, seconds / 5)
@@ -552,7 +589,7 @@ def soak(
             client_command(url, warmup, connections, warm), check=True, timeout=warmup + 60
         )
         before = scrape(url)
-        trace = MemoryTrace(server.pid)
+        trace = MemoryTrace(server.pid, data_dir)
         out = scratch / f"{name}.json"
         started, busy_before = time.monotonic(), machine_busy_seconds()
         with running(client_command(url, seconds, connections, out)) as client:
@@ -581,9 +618,13 @@ def soak(
         # What the rest of the machine (other work, this script's sampling) used meanwhile.
         "other_cpu_cores": max(0.0, busy - server_cpu - load["client_cpu_cores"]),
         "metrics": {"load_start": before, "load_end": after},
-        "data_dir_mib": sum(p.stat().st_size for p in data_dir.rglob("*") if p.is_file()) / 2**20,
+        "data_dir_mib": disk_mib(data_dir)[0],
+        "data_dir_max_mib": max(trace.disk),
+        "wal_max_mib": max(trace.wal),
         "samples": {
             "seconds": trace.times,
+            "data_dir_mib": trace.disk,
+            "wal_mib": trace.wal,
             "rss_mib": {f"{trace.roles[p]} {p}": v for p, v in trace.rss.items()},
             "anon_mib": {f"{trace.roles[p]} {p}": v for p, v in trace.anon.items()},
         },
@@ -778,7 +819,9 @@ SERVICE_COLUMNS = (
     "pending outcomes",
     "statuses /predict",
     "statuses /feedback",
-    "data dir",
+    "data dir, end",
+    "max",
+    "WAL max",
 )
 
 
@@ -824,7 +867,8 @@ def markdown(runs: list[dict[str, Any]], card: dict[str, Any]) -> str:
             f"| {run['name']} | {start['series']:.0f} | {end['series']:.0f} | "
             f"{end['predictions_counted']:,.0f} | {end['outcomes_pending']:,.0f} | "
             f"{statuses(load['predict']['statuses'])} | "
-            f"{statuses(load['feedback']['statuses'])} | {run['data_dir_mib']:.1f} MiB |"
+            f"{statuses(load['feedback']['statuses'])} | {run['data_dir_mib']:.1f} MiB | "
+            f"{run['data_dir_max_mib']:.1f} MiB | {run['wal_max_mib']:.1f} MiB |"
         )
     lines += ["", cardinality_markdown(card)]
     return "\n".join(lines)
@@ -885,6 +929,13 @@ def main() -> None:
         default=None,
         help="run only these configurations, e.g. 'w1-on' or 'w1-on,w2-on' (default: all four)",
     )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=None,
+        help="cap the outcome store at this many records (the example's default is 1,000,000, "
+        "which 2 workers reach after about 20 minutes), to see memory and disk once it expires",
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--seconds", type=float, help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
@@ -904,32 +955,43 @@ def main() -> None:
             parser.error(f"--only: unknown configuration {unknown[0]!r}; choose from "
                          f"{', '.join(names)}")  # fmt: skip
         chosen = [names[name] for name in wanted]
+    if args.max_pending is not None and args.max_pending < 1:
+        parser.error("--max-pending: must be at least 1")
     runs = []
     with tempfile.TemporaryDirectory(prefix="soak-") as tmp:
+        config = CONFIG
+        if args.max_pending is not None:
+            config = config_with_cap(args.max_pending, Path(tmp))
         for workers, monitoring in chosen:
             print(
                 f"{workers} worker(s), monitoring {'on' if monitoring else 'off'}: {seconds:.0f} s",
                 file=sys.stderr,
                 flush=True,
             )
-            runs.append(soak(workers, monitoring, seconds, args.connections, Path(tmp), interval))
+            runs.append(
+                soak(workers, monitoring, seconds, args.connections, Path(tmp), interval, config)
+            )
     card = cardinality(args.distinct)
     results = {
         "machine": machine(),
         "seconds": seconds,
         "connections": args.connections,
         "interval": interval,
+        "max_pending": args.max_pending,
         "runs": runs,
         "cardinality": card,
     }
     # A partial run keeps the full run's file: results/soak-w1-on.json and the like.
-    target = RESULTS if not args.only else RESULTS.with_name(f"soak-{'_'.join(wanted)}.json")
+    stem = "soak" if not args.only else f"soak-{'_'.join(wanted)}"
+    stem += "" if args.max_pending is None else f"-max-pending-{args.max_pending}"
+    target = RESULTS.with_name(f"{stem}.json")
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(json.dumps(results, indent=1))
     print(
         f"{seconds:.0f} s per configuration, {args.connections} connections, one feedback per "
         f"{FEEDBACK_EVERY} predictions, memory sampled every {interval:g} s; "
-        f"{results['machine']}"
+        + ("" if args.max_pending is None else f"outcome store capped at {args.max_pending:,}; ")
+        + f"{results['machine']}"
     )
     print()
     print(markdown(runs, card))
