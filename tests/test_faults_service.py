@@ -27,6 +27,7 @@ import httpx
 import pytest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from exporter.cli import MALLOC_ARENAS
 from exporter.outcomes import (
     APPLICATION_ID,
     DATABASE_NAME,
@@ -484,6 +485,10 @@ def test_a_killed_worker_is_replaced_and_totals_stay_exact(tmp_path: Path) -> No
 
         workers = poll(both_workers, timeout=WAIT_SECONDS)
         assert len(workers) == 2, worker_pids(process.pid)
+        # Spawned workers inherit serve's cap on malloc arenas (or the operator's own value).
+        arenas = f"MALLOC_ARENA_MAX={os.environ.get('MALLOC_ARENA_MAX', MALLOC_ARENAS)}"
+        for pid in workers:
+            assert arenas.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         answered = predict_concurrently(url, 200)
         victim = max(workers, key=lambda pid: predictions_in([multiproc / f"counter_{pid}.db"]))
         victims_share = predictions_in([multiproc / f"counter_{victim}.db"])

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter import cli
 from exporter.config import load_config
 from exporter.service import BodyLimit, build_service, create_app
 from tests.service_fixtures import live_server, stop, write_setup
@@ -402,3 +403,14 @@ def test_workers_listen_on_a_tcp_socket_so_responses_are_not_delayed(
     finally:
         for sock in handed:
             sock.close()
+
+
+def test_serve_caps_malloc_arenas_unless_the_operator_chose(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    cli.limit_malloc_arenas()
+    assert os.environ["MALLOC_ARENA_MAX"] == str(cli.MALLOC_ARENAS)
+    monkeypatch.setenv("MALLOC_ARENA_MAX", "6")
+    cli.limit_malloc_arenas()
+    assert os.environ["MALLOC_ARENA_MAX"] == "6"
