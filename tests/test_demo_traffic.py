@@ -344,12 +344,16 @@ def test_all_runs_every_injection_in_turn_with_a_timeline(fare_stub: Stub) -> No
 
 
 def test_ctrl_c_stops_the_run_cleanly(fare_stub: Stub) -> None:
+    # A shell starts background jobs (`cmd &`, nohup) with SIGINT ignored, and Python keeps it
+    # ignored: Ctrl-C's handler is put back for this test, or the signal would never arrive.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
     timer.start()
     try:
         summary = _run([fare_stub], "steady", 30.0, rate=20, feedback_delay=5)
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert summary["interrupted"]
     assert summary["seconds"] < 5
     # Requests under way when it stopped were abandoned: sent, maybe never answered.
