@@ -127,8 +127,8 @@ def _add_receiver(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 #: glibc malloc arenas per ``serve`` process, unless ``MALLOC_ARENA_MAX`` is set. glibc gives
 #: threads arenas of their own, up to 8 per core, and memory freed in one stays there: with
 #: the request and SQLite threads taking turns, each worker's heap grew 2 to 4 MiB a minute once
-#: the outcome store reached its cap and started deleting (10 to 18 MiB in the soak, not levelled
-#: after 25 minutes). With 2 arenas it stayed within 82 to 84 MiB at the same rate.
+#: the outcome store reached its cap and started deleting (9 to 18 MiB in the soak, not levelled
+#: after 25 minutes). With 2 arenas it stayed within 80 to 84 MiB at 2,200 to 2,900 requests/s.
 MALLOC_ARENAS = 2
 #: ``M_ARENA_MAX`` of glibc's ``<malloc.h>``.
 M_ARENA_MAX = -8
