@@ -252,6 +252,9 @@ def _run_workers(config: uvicorn.Config) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    from exporter.supervisor import use_watched_processes
+
+    use_watched_processes()
     sock = config.bind_socket()
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         sock = socket.socket(sock.family, sock.type, socket.IPPROTO_TCP, fileno=sock.detach())
