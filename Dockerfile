@@ -5,6 +5,22 @@
 #   model-exporter demo     --target http://exporter:8000 --scenario all
 #
 # Build: docker build -t model-exporter:0.1.0 .
+
+# Stage 1 builds the package's wheel; the image installs that wheel and no source tree, so it runs
+# the package exactly as a wheel install lays it out (a file the wheel misses is missing here too).
+# The build reads pyproject.toml, README.md (the long description) and LICENSE (license-files).
+FROM python:3.11.9-slim-bookworm AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+
+WORKDIR /src
+COPY pyproject.toml README.md LICENSE ./
+COPY exporter ./exporter
+RUN pip wheel --no-deps --wheel-dir /wheels .
+
+# Stage 2, the image: the same pinned base, the wheel and its dependencies, the examples.
 FROM python:3.11.9-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,13 +29,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# Install the package from a throw-away source directory so the installed copy in site-packages is
-# the only `exporter` on the path. Only what the build needs is copied first, so editing the
-# examples does not reinstall the dependencies.
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY exporter ./exporter
-RUN pip install . && rm -rf /src
+# The wheel alone, no extras (the runtime dependencies come from its metadata). It is installed
+# before the examples are copied, so editing the examples does not reinstall the dependencies.
+COPY --from=builder /wheels/ /tmp/wheels/
+RUN pip install /tmp/wheels/model_exporter-*.whl && rm -rf /tmp/wheels
 
 # The examples (demo model, reference profile, monitor.yml) are data for `serve` and `demo`.
 # PYTHONPATH makes their modules importable by a config's `package.module:callable` model path.

@@ -1,9 +1,11 @@
 """docker-compose.monitoring.yml and the Dockerfile, checked by reading them.
 
-No Docker engine is needed: the tests prove that every image is pinned, every service has a
-health check, every mounted file exists, secrets come from the environment only, and the host
-names and ports written in the other configuration files (prometheus.yml, alertmanager.yml, the
-Grafana provisioning) are the compose services and the ports they listen on.
+No Docker engine is needed: the tests prove that the compose file is valid under the Compose
+Specification's JSON schema, every image is pinned, every service has a health check, every
+mounted file exists, secrets come from the environment only, and the host names and ports written
+in the other configuration files (prometheus.yml, alertmanager.yml, the Grafana provisioning) are
+the compose services and the ports they listen on. The image installs the wheel an earlier stage
+of the Dockerfile builds, and nothing else of the source tree but the examples.
 
 Checks that read a file another part of the stack provides skip, naming that file, while the file
 does not exist yet.
@@ -12,19 +14,26 @@ does not exist yet.
 from __future__ import annotations
 
 import fnmatch
+import importlib.resources
+import json
 import posixpath
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from jsonschema.protocols import Validator
+from jsonschema.validators import validator_for
 
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE = REPO / "docker-compose.monitoring.yml"
 DOCKERFILE = REPO / "Dockerfile"
+# The Compose Specification's JSON schema, as check-jsonschema (a dev dependency) vendors it.
+COMPOSE_SCHEMA_PACKAGE = "check_jsonschema.builtin_schemas.vendor"
+COMPOSE_SCHEMA_FILE = "compose-spec.json"
 DOCKERIGNORE = REPO / ".dockerignore"
 PYPROJECT = REPO / "pyproject.toml"
 PROMETHEUS_CONFIG = REPO / "prometheus" / "prometheus.yml"
@@ -173,6 +182,75 @@ def _assert_is_service_port(
     return host
 
 
+# --- the Compose Specification ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def compose_schema() -> Validator:
+    """A validator for the Compose Specification's JSON schema, the copy check-jsonschema ships."""
+    resource = importlib.resources.files(COMPOSE_SCHEMA_PACKAGE).joinpath(COMPOSE_SCHEMA_FILE)
+    schema = json.loads(resource.read_text(encoding="utf-8"))
+    assert schema.get("title") == "Compose Specification", schema.get("title")
+    validator_class = validator_for(schema)
+    validator_class.check_schema(schema)
+    return validator_class(schema)
+
+
+def _schema_errors(validator: Validator, document: Any) -> list[str]:
+    return [
+        f"{'.'.join(str(part) for part in error.absolute_path) or '<top>'}: {error.message}"
+        for error in validator.iter_errors(document)
+    ]
+
+
+def test_compose_file_follows_the_compose_specification(
+    compose_schema: Validator, compose: dict[str, Any]
+) -> None:
+    assert _schema_errors(compose_schema, compose) == []
+
+
+@pytest.mark.parametrize(
+    ("original", "misspelt"),
+    [
+        pytest.param("\nvolumes:\n", "volume", id="top-level key"),
+        pytest.param("\n    healthcheck:\n", "healthceck", id="service key"),
+        pytest.param("\n      start_period: 30s\n", "start_periode", id="healthcheck key"),
+        pytest.param("\n    environment: SMTP_PASSWORD\n", "enviroment", id="secret key"),
+        pytest.param("\n        mode: 0444\n", "mod", id="service secret key"),
+        pytest.param("service_healthy", "service_healty", id="value"),
+    ],
+)
+def test_the_schema_check_rejects_a_typo(
+    compose_schema: Validator, original: str, misspelt: str
+) -> None:
+    # The same check on a copy of the file with one word misspelt fails, naming that word.
+    text = COMPOSE.read_text(encoding="utf-8")
+    assert original in text, f"{original!r} is no longer in {COMPOSE.name}; pick another typo"
+    word = original.strip().split(":")[0]
+    copy = text.replace(original, original.replace(word, misspelt), 1)
+    errors = _schema_errors(compose_schema, yaml.safe_load(copy))
+    assert any(f"'{misspelt}'" in error for error in errors), errors
+
+
+def test_the_compose_release_needed_is_stated_in_the_file_and_the_readme() -> None:
+    header = COMPOSE.read_text(encoding="utf-8")
+    stated = re.search(r"^# Needs Docker Compose (v\d+\.\d+\.\d+) or later", header, re.M)
+    assert stated, f"{COMPOSE.name} does not state the Compose release it needs"
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert f"needs Docker Compose {stated.group(1)} or later" in readme, "README.md disagrees"
+
+
+def test_secret_files_are_readable_by_the_non_root_services(
+    services: dict[str, dict[str, Any]],
+) -> None:
+    # Some Compose releases write a secret from the environment root-owned with mode 0400 or 0440
+    # unless the service says otherwise; every service reading one here runs as a non-root user.
+    for name, service in services.items():
+        for secret in service.get("secrets", []):
+            assert isinstance(secret, dict), f"{name}: {secret} needs the long syntax and a mode"
+            assert secret.get("mode") == 0o444, f"{name}: {secret['source']} mode"
+
+
 # --- images, builds, the Dockerfile -------------------------------------------------------------
 
 
@@ -222,16 +300,116 @@ def _dockerfile_instructions() -> list[tuple[str, str]]:
     return instructions
 
 
+class Stage(NamedTuple):
+    base: str  # the image, or the name of an earlier stage
+    name: str | None
+    instructions: list[tuple[str, str]]  # those after FROM, up to the next FROM
+
+
+def _dockerfile_stages() -> list[Stage]:
+    stages: list[Stage] = []
+    for keyword, arguments in _dockerfile_instructions():
+        if keyword == "FROM":
+            words = [word for word in arguments.split() if not word.startswith("--")]
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else None
+            assert len(words) in (1, 3), f"FROM {arguments}"
+            stages.append(Stage(words[0], name, []))
+        else:
+            assert stages, f"{keyword} before the first FROM"
+            stages[-1].instructions.append((keyword, arguments))
+    assert stages, "the Dockerfile has no FROM"
+    return stages
+
+
+def _copy_parts(arguments: str) -> tuple[dict[str, str], list[str], str]:
+    """The --flags, sources and destination of a COPY or ADD, shell or JSON form."""
+    match = re.fullmatch(r"((?:--\S+\s+)*)(.*)", arguments, re.S)
+    assert match is not None
+    flags = dict(flag[2:].partition("=")[::2] for flag in match.group(1).split())
+    rest = match.group(2)
+    paths: list[str] = json.loads(rest) if rest.startswith("[") else shlex.split(rest)
+    assert len(paths) >= 2, f"COPY {arguments}"
+    return flags, paths[:-1], paths[-1]
+
+
+def _run_commands(stage: Stage) -> list[tuple[str, list[str]]]:
+    """(WORKDIR, words) of each simple command the stage's RUN instructions execute."""
+    commands: list[tuple[str, list[str]]] = []
+    workdir = "/"
+    for keyword, arguments in stage.instructions:
+        if keyword == "WORKDIR":
+            workdir = posixpath.join(workdir, arguments)
+        if keyword != "RUN":
+            continue
+        if arguments.startswith("["):
+            commands.append((workdir, list(json.loads(arguments))))
+            continue
+        lexer = shlex.shlex(arguments, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        words: list[str] = []
+        for token in [*lexer, ";"]:
+            if token in ("&&", "||", ";", "|", "&"):
+                if words:
+                    commands.append((workdir, words))
+                words = []
+            else:
+                words.append(token)
+    return commands
+
+
+def _pip_arguments(words: list[str], subcommand: str) -> list[str] | None:
+    """The arguments after ``pip <subcommand>`` (or ``python -m pip``), None for another command."""
+    if words[:1] in (["pip"], ["pip3"]):
+        rest = words[1:]
+    elif words[:1] and words[0].startswith("python") and words[1:3] == ["-m", "pip"]:
+        rest = words[3:]
+    else:
+        return None
+    return rest[1:] if rest[:1] == [subcommand] else None
+
+
+def _option_value(arguments: list[str], *names: str) -> str | None:
+    for index, argument in enumerate(arguments):
+        for name in names:
+            if argument == name and index + 1 < len(arguments):
+                return arguments[index + 1]
+            if name.startswith("--") and argument.startswith(f"{name}="):
+                return argument.split("=", 1)[1]
+    return None
+
+
+def _pip_install_requirements(workdir: str, arguments: list[str]) -> list[str]:
+    """What ``pip install <arguments>`` installs, as absolute paths; fails on -e and -r."""
+    requirements: list[str] = []
+    values = iter(arguments)
+    for argument in values:
+        if argument.startswith(("-e", "--editable", "-r", "--requirement")):
+            pytest.fail(f"pip install {' '.join(arguments)}: installs from the source tree")
+        if argument in ("-c", "--constraint", "-i", "--index-url", "--extra-index-url"):
+            next(values, None)  # the option's value
+        elif not argument.startswith("-"):
+            requirements.append(posixpath.normpath(posixpath.join(workdir, argument)))
+    return requirements
+
+
 def _dockerignore_patterns() -> list[str]:
     lines = DOCKERIGNORE.read_text(encoding="utf-8").splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
 
 
 def test_dockerfile_base_user_ports_and_healthcheck() -> None:
-    instructions = _dockerfile_instructions()
+    stages = _dockerfile_stages()
+    names = [stage.name for stage in stages]
+    for index, stage in enumerate(stages):
+        if stage.base in names[:index]:
+            continue  # built on an earlier stage
+        assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", stage.base), stage.base
+        # Pinned to an exact release, not a moving tag such as 3.11-slim or latest.
+        tag = _image_tag(stage.base)
+        assert tag is not None and re.fullmatch(r"\d+\.\d+\.\d+(-[\w.]+)*", tag), stage.base
+    # The image is the last stage: what it runs as, exposes and checks.
+    instructions = stages[-1].instructions
     keywords = [keyword for keyword, _ in instructions]
-    [base] = [arguments for keyword, arguments in instructions if keyword == "FROM"]
-    assert re.fullmatch(r"python:3\.11\.\d+-slim(-\w+)?", base), base
     users = [arguments for keyword, arguments in instructions if keyword == "USER"]
     assert users, "the image must not run as root"
     assert users[-1].split(":")[0] not in ("root", "0"), users[-1]
@@ -248,24 +426,99 @@ def test_dockerfile_base_user_ports_and_healthcheck() -> None:
     assert re.search(r"^model-exporter = ", PYPROJECT.read_text(encoding="utf-8"), re.M)
 
 
+def test_image_installs_the_wheel_built_in_an_earlier_stage() -> None:
+    stages = _dockerfile_stages()
+    runtime, earlier = stages[-1], {stage.name: stage for stage in stages[:-1] if stage.name}
+
+    # The wheel directory of each earlier stage that builds one (pip wheel or python -m build).
+    wheel_dirs: dict[str, str] = {}
+    for name, stage in earlier.items():
+        for workdir, words in _run_commands(stage):
+            pip_wheel = _pip_arguments(words, "wheel")
+            if pip_wheel is not None:
+                assert "--no-deps" in pip_wheel, "the image's wheel only, not its dependencies"
+                out = _option_value(pip_wheel, "-w", "--wheel-dir") or "."
+                wheel_dirs[name] = posixpath.join(workdir, out)
+            elif words[1:3] == ["-m", "build"] and "--wheel" in words:
+                out = _option_value(words, "-o", "--outdir") or "dist"
+                wheel_dirs[name] = posixpath.join(workdir, out)
+    assert wheel_dirs, "no build stage makes a wheel"
+
+    # Copied from there into the image...
+    copied: list[str] = []
+    workdir = "/"
+    for keyword, arguments in runtime.instructions:
+        if keyword == "WORKDIR":
+            workdir = posixpath.join(workdir, arguments)
+        if keyword != "COPY":
+            continue
+        flags, sources, destination = _copy_parts(arguments)
+        if "from" not in flags:
+            continue
+        assert flags["from"] in wheel_dirs, f"COPY {arguments}: not from a stage building a wheel"
+        wheel_dir = posixpath.normpath(wheel_dirs[flags["from"]])
+        for source in map(posixpath.normpath, sources):
+            assert posixpath.commonpath([source, wheel_dir]) == wheel_dir, (
+                f"COPY {arguments}: {source} is not in the wheel directory {wheel_dir}"
+            )
+        copied.append(posixpath.normpath(posixpath.join(workdir, destination)))
+    assert copied, "the image copies nothing from the stage that builds the wheel"
+
+    # ...and installed as a file, without extras; never the source tree, never editable.
+    installed: list[str] = []
+    for workdir, words in _run_commands(runtime):
+        pip_install = _pip_arguments(words, "install")
+        if pip_install is not None:
+            requirements = _pip_install_requirements(workdir, pip_install)
+            assert requirements, f"pip install {' '.join(pip_install)}"
+            for requirement in requirements:
+                assert requirement.endswith(".whl"), f"pip install {requirement}: not a wheel file"
+            installed += requirements
+    assert any(
+        posixpath.commonpath([wheel, directory]) == directory
+        for wheel in installed
+        for directory in copied
+    ), f"the image installs {installed}, none of them copied from the wheel stage ({copied})"
+
+
+def _copied_sources(stage: Stage) -> list[str]:
+    """Paths a stage copies from the build context (not from another stage)."""
+    sources: list[str] = []
+    for keyword, arguments in stage.instructions:
+        if keyword in ("COPY", "ADD"):
+            flags, paths, _ = _copy_parts(arguments)
+            if "from" not in flags:
+                sources += [path.rstrip("/") or "." for path in paths]
+    return sources
+
+
+def test_wheel_stage_copies_what_the_build_reads_and_the_image_only_the_examples() -> None:
+    stages = _dockerfile_stages()
+    # pyproject.toml names the readme and the license files, setuptools reads both to build; the
+    # one package is exporter/ (the CLI entry point's).
+    pyproject = PYPROJECT.read_text(encoding="utf-8")
+    readme = re.search(r'^readme = "([^"]+)"', pyproject, re.M)
+    license_files = re.search(r"^license-files = \[([^\]]*)\]", pyproject, re.M)
+    assert readme and license_files
+    needed = {"pyproject.toml", readme.group(1), "exporter"}
+    needed |= set(re.findall(r'"([^"]+)"', license_files.group(1)))
+    builders = [set(_copied_sources(stage)) for stage in stages[:-1]]
+    assert any(needed <= copied for copied in builders), f"no build stage copies all of {needed}"
+    # The image itself takes nothing from the source tree but the examples' data.
+    assert set(_copied_sources(stages[-1])) <= {"examples"}, _copied_sources(stages[-1])
+
+
 def test_dockerfile_copies_only_existing_sources_the_context_keeps() -> None:
-    sources = [
-        source
-        for keyword, arguments in _dockerfile_instructions()
-        if keyword == "COPY"
-        for source in arguments.split()[:-1]
-        if not source.startswith("--")
-    ]
+    sources = [source for stage in _dockerfile_stages() for source in _copied_sources(stage)]
     assert sources
     ignored = _dockerignore_patterns()
     for source in sources:
-        excluded = [p for p in ignored if fnmatch.fnmatch(source.rstrip("/"), p.lstrip("/"))]
+        excluded = [p for p in ignored if fnmatch.fnmatch(source, p.lstrip("/"))]
         assert not excluded, f"COPY {source} is excluded from the context by {excluded}"
     for entry in (".git", ".venv", ".env"):
         assert entry in ignored, f".dockerignore must exclude {entry}"
     missing = [source for source in sources if not (REPO / source).exists()]
-    if missing:
-        pytest.skip(f"Dockerfile COPY sources do not exist yet: {', '.join(missing)}")
+    assert not missing, f"Dockerfile COPY sources missing from the repository: {missing}"
 
 
 # --- health checks, ports, mounts ---------------------------------------------------------------
