@@ -1,4 +1,4 @@
-"""The library quick start, served live: `make demo` runs this until the service demo lands.
+"""The README's library quick start, served live: `python examples/quickstart.py`.
 
 Builds a reference from synthetic training data, serves /metrics on 127.0.0.1, and sends traffic
 whose `amount` feature drifts after the first minute, so PSI, KS and z-score rise in /metrics.
@@ -30,7 +30,16 @@ def main() -> None:
             "label": rng.choice(["ok", "fraud"], 20_000, p=[0.97, 0.03]),
         }
     )
-    reference = ReferenceProfile.from_frame(train, ["amount"], ["country"], target="label")
+
+    def score(features: dict[str, object]) -> tuple[str, float]:
+        p_fraud = 0.9 if float(features["amount"]) > 400 else 0.02  # type: ignore[arg-type]
+        return ("fraud", p_fraud) if p_fraud > 0.5 else ("ok", 1 - p_fraud)
+
+    # Output drift compares live predictions with the model's predictions on the training rows.
+    train["prediction"] = [score({"amount": amount})[0] for amount in train["amount"]]
+    reference = ReferenceProfile.from_frame(
+        train, ["amount"], ["country"], prediction="prediction", label="label"
+    )
     registry = CollectorRegistry()
     monitor = ModelMonitor("fraud", version="v1", reference=reference, registry=registry,
                            windows=("1m", "5m", "1h"), drift_cache_seconds=2)  # fmt: skip
@@ -38,8 +47,7 @@ def main() -> None:
     @monitor.instrument
     def predict(features: dict[str, object]) -> tuple[str, float]:
         time.sleep(rng.uniform(0.001, 0.004))
-        p_fraud = 0.9 if float(features["amount"]) > 400 else 0.02  # type: ignore[arg-type]
-        return ("fraud", p_fraud) if p_fraud > 0.5 else ("ok", 1 - p_fraud)
+        return score(features)
 
     server, thread = start_http_server(args.port, addr="127.0.0.1", registry=registry)
     print(f"metrics: http://127.0.0.1:{args.port}/metrics  (Ctrl-C stops)")

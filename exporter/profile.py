@@ -2,8 +2,11 @@
 
 A profile holds, per watched feature, everything drift needs later without the training data:
 bin edges from the reference alone, the reference share per bin, moments, the missing rate and a
-sorted sample for KS. The model's output is profiled the same way (under :data:`OUTPUT`) so output
-drift uses the same machinery as input drift.
+sorted sample for KS. The model's predictions on the reference rows are profiled the same way
+(``output``, exported under :data:`OUTPUT`) so output drift uses the same machinery as input drift.
+The true labels of those rows, when known, are profiled apart (``labels``): output drift compares
+live predictions with predictions, never with labels, whose distribution an imperfect model does
+not reproduce.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from exporter import stats
 
 #: Version of the JSON layout; bumped when a reader of the old layout would misread the new one.
+#: ``labels`` was added without a bump: it is optional and left out of the file when absent, so a
+#: file without it is exactly the layout every reader of version 1 reads.
 SCHEMA_VERSION = 1
 #: Bucket for categories outside the top-K (and classes beyond ``max_classes``).
 OTHER = "__other__"
@@ -140,7 +145,12 @@ class ReferenceProfile(_Strict):
     top_k: int = Field(default=20, ge=1)
     sample_size: int = Field(default=10_000, ge=1)
     features: dict[str, FeatureReference]
+    #: The model's predictions on the reference rows: what output drift compares live
+    #: predictions with (``__prediction__``).
     output: FeatureReference | None = None
+    #: The true labels of the reference rows, when known: the label mix, for comparisons with
+    #: ground truth. Output drift does not read it.
+    labels: FeatureReference | None = None
 
     # -- building ------------------------------------------------------------------------------
 
@@ -152,6 +162,8 @@ class ReferenceProfile(_Strict):
         categorical: Sequence[str] = (),
         target: str | None = None,
         *,
+        prediction: str | None = None,
+        label: str | None = None,
         target_kind: Literal["auto", "numeric", "categorical"] = "auto",
         bins: int = 10,
         top_k: int = 20,
@@ -160,20 +172,28 @@ class ReferenceProfile(_Strict):
     ) -> ReferenceProfile:
         """Profile the columns of a training frame.
 
-        ``target`` is the column whose distribution the model's output should follow (the label,
-        or the model's predictions on the training data). ``target_kind="auto"`` profiles it as
-        categorical when it is not a float column or has at most ``top_k`` distinct values, and as
-        numeric otherwise. ``seed`` fixes which rows the KS sample keeps when there are more than
-        ``sample_size``, so the same data gives the same file.
+        ``prediction`` is the column holding the model's predictions on these rows: it becomes
+        ``output``, what output drift compares the live predictions with. ``target`` is its older
+        name and does the same. ``label`` is the column of true labels: it becomes ``labels`` and
+        is not used for output drift, because an imperfect classifier predicts a different class
+        mix than its labels (pass the label column as ``prediction`` too to compare with labels
+        anyway). ``target_kind`` says how both are profiled; ``"auto"`` looks at the prediction
+        column (else the label column) and profiles it as categorical when it is not a float
+        column or has at most ``top_k`` distinct values, and as numeric otherwise. ``seed`` fixes
+        which rows the KS sample keeps when there are more than ``sample_size``, so the same data
+        gives the same file.
         """
         if bins < 1 or top_k < 1 or sample_size < 1:
             raise ProfileError("bins, top_k and sample_size must each be at least 1")
         if bins > MAX_BINS or top_k > MAX_TOP_K:
             raise ProfileError(f"bins must be at most {MAX_BINS} and top_k at most {MAX_TOP_K}")
+        if target is not None and prediction is not None:
+            raise ProfileError("target is the older name of prediction: pass only one of them")
+        predicted = prediction if prediction is not None else target
         overlap = set(numeric) & set(categorical)
         if overlap:
             raise ProfileError(f"columns listed as numeric and categorical: {sorted(overlap)}")
-        wanted = [*numeric, *categorical, *([target] if target else [])]
+        wanted = [*numeric, *categorical, *(c for c in (predicted, label) if c is not None)]
         absent = [c for c in wanted if c not in frame.columns]
         if absent:
             raise ProfileError(
@@ -187,13 +207,20 @@ class ReferenceProfile(_Strict):
             features[name] = _profile_numeric(frame[name], name, bins, sample_size, rng)
         for name in categorical:
             features[name] = _profile_categorical(frame[name], name, top_k)
-        output: NumericFeature | CategoricalFeature | None = None
-        if target is not None:
-            kind = target_kind if target_kind != "auto" else _guess_kind(frame[target], top_k)
+        kind = target_kind
+        guide = predicted if predicted is not None else label
+        if kind == "auto" and guide is not None:
+            kind = _guess_kind(frame[guide], top_k)
+
+        def profile(column: str) -> NumericFeature | CategoricalFeature:
             if kind == "numeric":
-                output = _profile_numeric(frame[target], target, bins, sample_size, rng)
-            else:
-                output = _profile_categorical(frame[target], target, top_k)
+                return _profile_numeric(frame[column], column, bins, sample_size, rng)
+            return _profile_categorical(frame[column], column, top_k)
+
+        output = profile(predicted) if predicted is not None else None
+        labels = None
+        if label is not None:
+            labels = output if label == predicted else profile(label)
         return cls(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             bins=bins,
@@ -201,6 +228,7 @@ class ReferenceProfile(_Strict):
             sample_size=sample_size,
             features=features,
             output=output,
+            labels=labels,
         )
 
     # -- persistence ---------------------------------------------------------------------------
@@ -208,7 +236,7 @@ class ReferenceProfile(_Strict):
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the profile as JSON, atomically (a crash never leaves half a file)."""
         target = Path(path)
-        payload = self.model_dump_json(indent=1)
+        payload = self.model_dump_json(indent=1, exclude=self._absent())
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         try:
@@ -274,8 +302,16 @@ class ReferenceProfile(_Strict):
 
     def fingerprint(self) -> str:
         """Short content hash, exported as ``model_info{reference=...}`` to tell profiles apart."""
-        digest = hashlib.sha256(self.model_dump_json(exclude={"created_at"}).encode("utf-8"))
-        return digest.hexdigest()[:12]
+        document = self.model_dump_json(exclude={"created_at", *self._absent()})
+        return hashlib.sha256(document.encode("utf-8")).hexdigest()[:12]
+
+    def _absent(self) -> set[str]:
+        """Optional fields added to the layout later, left out of the JSON when unset.
+
+        A profile without them is then written exactly as before they existed: older exporters
+        read it, and its fingerprint (``model_info{reference}``) does not change on upgrade.
+        """
+        return {"labels"} if self.labels is None else set()
 
     def require(self, names: Sequence[str], *, source: str = "the reference profile") -> None:
         """Fail clearly when a feature the monitor should watch is not in the profile."""

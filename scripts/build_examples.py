@@ -2,11 +2,14 @@
 
 ``examples/intent/reference.json`` profiles the intent model's watched features (text length,
 token count, out-of-vocabulary share, channel) on every shipped training utterance typed
-:data:`INTENT_COPIES` times the way users type it, with the model's predicted intent as the output.
-``examples/fare/reference.json`` profiles the fare model's training trips, with its predicted fare
-as the output. Every random draw has a fixed seed, so a rebuild gives the same profiles (same
-:meth:`~exporter.profile.ReferenceProfile.fingerprint`); a file whose fingerprint is unchanged is
-not rewritten. ``--check`` only reports stale files and exits 1 if there are any.
+:data:`INTENT_COPIES` times the way users type it, with the model's predicted intent as the output
+and the true intent as the labels. ``examples/fare/reference.json`` profiles the fare model's
+training trips, with its predicted fare as the output and the true fare as the labels. The output
+is always the model's predictions: output drift compares live predictions with it, and a model
+predicts a different distribution than its labels. Every random draw has a fixed seed, so a
+rebuild gives the same profiles (same :meth:`~exporter.profile.ReferenceProfile.fingerprint`); a
+file whose fingerprint is unchanged is not rewritten. ``--check`` only reports stale files and
+exits 1 if there are any.
 """
 
 from __future__ import annotations
@@ -36,28 +39,31 @@ INTENT_CATEGORICAL = ("channel",)
 
 
 def intent_profile() -> ReferenceProfile:
-    """The reference of ``examples/intent``: derived features and predicted intents."""
+    """The reference of ``examples/intent``: derived features, predicted and true intents."""
     requests = intent.synthetic_requests(INTENT_COPIES * len(intent.load_utterances()), INTENT_SEED)
     records = requests[["text", "channel"]].to_dict("records")
     frame = pd.DataFrame([intent.derive_features(r) for r in records])
     frame["predicted_intent"] = [intent.predict(r)[0] for r in records]
+    frame["intent"] = requests["intent"].to_numpy()
     return ReferenceProfile.from_frame(
         frame,
         numeric=INTENT_NUMERIC,
         categorical=INTENT_CATEGORICAL,
-        target="predicted_intent",
+        prediction="predicted_intent",
+        label="intent",
         target_kind="categorical",
     )
 
 
 def fare_profile() -> ReferenceProfile:
-    """The reference of ``examples/fare``: the training trips and their predicted fares."""
+    """The reference of ``examples/fare``: the training trips, their predicted and true fares."""
     trips = fare.synthetic_trips(fare.TRAINING_TRIPS, fare.TRAINING_SEED)
     trips["predicted_fare"] = fare.model().predict_frame(trips)
     return ReferenceProfile.from_frame(
         trips,
         numeric=fare.FEATURES,
-        target="predicted_fare",
+        prediction="predicted_fare",
+        label="fare",
         target_kind="numeric",
         sample_size=FARE_SAMPLE_SIZE,
     )

@@ -57,18 +57,114 @@ def test_categorical_reference_keeps_top_k_and_other(frame: pd.DataFrame) -> Non
 
 
 def test_output_is_profiled_by_kind(frame: pd.DataFrame) -> None:
-    classes = ReferenceProfile.from_frame(frame, numeric=["age"], target="label")
+    classes = ReferenceProfile.from_frame(frame, numeric=["age"], prediction="label")
     assert isinstance(classes.output, CategoricalFeature)
-    regression = ReferenceProfile.from_frame(frame, numeric=["age"], target="income")
+    regression = ReferenceProfile.from_frame(frame, numeric=["age"], prediction="income")
     assert isinstance(regression.output, NumericFeature)
     forced = ReferenceProfile.from_frame(
-        frame.assign(k=frame.index % 3), numeric=["age"], target="k", target_kind="numeric"
+        frame.assign(k=frame.index % 3), numeric=["age"], prediction="k", target_kind="numeric"
     )
     assert isinstance(forced.output, NumericFeature)
 
 
+def _classifier_frame(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with a classifier's predictions: 'yes' under 40, whatever the label says."""
+    return frame.assign(predicted=np.where(frame["age"] < 40, "yes", "no"))
+
+
+def _shares(feature: object) -> dict[str, float]:
+    assert isinstance(feature, CategoricalFeature)
+    return dict(zip(feature.bin_labels, feature.reference_share, strict=True))
+
+
+def test_predictions_are_the_output_and_labels_are_kept_apart(frame: pd.DataFrame) -> None:
+    data = _classifier_frame(frame)
+    profile = ReferenceProfile.from_frame(data, ["age"], prediction="predicted", label="label")
+    predicted = data["predicted"].value_counts(normalize=True)
+    labels = data["label"].value_counts(normalize=True)
+    assert _shares(profile.output) == pytest.approx({**predicted.to_dict(), OTHER: 0.0})
+    assert _shares(profile.labels) == pytest.approx({**labels.to_dict(), OTHER: 0.0})
+    # A label alone is kept, and is not the output reference.
+    alone = ReferenceProfile.from_frame(data, ["age"], label="label")
+    assert alone.output is None and alone.labels == profile.labels
+    # The same column for both is how a caller asks for the labels as the output reference.
+    asked = ReferenceProfile.from_frame(data, ["age"], prediction="label", label="label")
+    assert asked.output == asked.labels == profile.labels
+
+
+def test_labels_take_the_kind_of_the_predictions(frame: pd.DataFrame) -> None:
+    data = frame.assign(pred=frame["income"].fillna(0) * 1.1, truth=frame.index % 5)
+    profile = ReferenceProfile.from_frame(data, ["age"], prediction="pred", label="truth")
+    assert isinstance(profile.output, NumericFeature)
+    assert isinstance(profile.labels, NumericFeature)  # not 5 classes: it is compared with output
+    alone = ReferenceProfile.from_frame(data, ["age"], label="truth")
+    assert isinstance(alone.labels, CategoricalFeature)
+
+
+def test_target_is_the_older_name_of_prediction(frame: pd.DataFrame) -> None:
+    data = _classifier_frame(frame)
+    old = ReferenceProfile.from_frame(data, ["age"], target="predicted")
+    new = ReferenceProfile.from_frame(data, ["age"], prediction="predicted")
+    assert old.fingerprint() == new.fingerprint()
+    with pytest.raises(ProfileError, match="target is the older name of prediction"):
+        ReferenceProfile.from_frame(data, ["age"], target="predicted", prediction="predicted")
+
+
+def test_labels_round_trip_and_count_in_the_fingerprint(
+    tmp_path: Path, frame: pd.DataFrame
+) -> None:
+    data = _classifier_frame(frame)
+    with_labels = ReferenceProfile.from_frame(data, ["age"], prediction="predicted", label="label")
+    without = ReferenceProfile.from_frame(data, ["age"], prediction="predicted")
+    path = tmp_path / "ref.json"
+    with_labels.save(path)
+    assert ReferenceProfile.load(path) == with_labels
+    assert with_labels.fingerprint() != without.fingerprint()
+    without.save(path)
+    # Without labels the file has no "labels" key: exactly the layout older exporters read.
+    assert "labels" not in json.loads(path.read_text())
+    assert ReferenceProfile.load(path) == without
+
+
+def test_malformed_labels_are_named(tmp_path: Path, frame: pd.DataFrame) -> None:
+    data = _classifier_frame(frame)
+    profile = ReferenceProfile.from_frame(data, ["age"], prediction="predicted", label="label")
+    document = json.loads(profile.model_dump_json())
+    document["labels"]["reference_share"][0] += 0.5
+    with pytest.raises(ProfileError, match=r"labels\.categorical.*sum to 1"):
+        ReferenceProfile.load(_write(tmp_path, document))
+
+
+#: A profile as the exporter wrote it before labels were kept apart (its output built from the
+#: label column, as the README then showed), with the fingerprint that exporter gave it.
+PROFILE_BEFORE_LABELS = """{"schema_version": 1, "created_at": "2025-01-01T00:00:00+00:00",
+"bins": 4, "top_k": 20, "sample_size": 4, "features": {"amount": {"kind": "numeric",
+"edges": [2.0, 4.0, 6.0], "reference_share": [0.125, 0.25, 0.25, 0.375], "mean": 4.5,
+"std": 2.449489742783178, "count": 8, "missing_rate": 0.0, "min": 1.0, "max": 8.0,
+"sample": [3.0, 4.0, 5.0, 7.0]}, "country": {"kind": "categorical",
+"categories": ["fr", "de", "es"], "reference_share": [0.625, 0.25, 0.125, 0.0], "count": 8,
+"missing_rate": 0.0, "known_other": [], "known_other_complete": true}},
+"output": {"kind": "categorical", "categories": ["ok", "fraud"],
+"reference_share": [0.75, 0.25, 0.0], "count": 8, "missing_rate": 0.0, "known_other": [],
+"known_other_complete": true}}"""
+FINGERPRINT_BEFORE_LABELS = "b9f4907eb0a0"
+
+
+def test_a_profile_written_before_labels_still_loads_unchanged(tmp_path: Path) -> None:
+    path = tmp_path / "old.json"
+    path.write_text(PROFILE_BEFORE_LABELS)
+    profile = ReferenceProfile.load(path)
+    assert profile.labels is None
+    assert _shares(profile.output) == {"ok": 0.75, "fraud": 0.25, OTHER: 0.0}
+    assert set(profile.features) == {"amount", "country"}
+    # The same model_info{reference} as before the upgrade, and saved back in the same layout.
+    assert profile.fingerprint() == FINGERPRINT_BEFORE_LABELS
+    profile.save(path)
+    assert json.loads(path.read_text()) == json.loads(PROFILE_BEFORE_LABELS)
+
+
 def test_save_load_round_trip(tmp_path: Path, frame: pd.DataFrame) -> None:
-    profile = ReferenceProfile.from_frame(frame, ["age"], ["city"], target="label")
+    profile = ReferenceProfile.from_frame(frame, ["age"], ["city"], prediction="label")
     path = tmp_path / "ref.json"
     profile.save(path)
     assert ReferenceProfile.load(path) == profile
@@ -187,11 +283,12 @@ def test_cli_baseline_writes_a_loadable_profile(
     frame.to_csv(data, index=False)
     out = tmp_path / "reference.json"
     code = main(["baseline", "--data", str(data), "--numeric", "age,income",
-                 "--categorical", "city", "--target", "label", "--out", str(out)])  # fmt: skip
+                 "--categorical", "city", "--label", "label", "--out", str(out)])  # fmt: skip
     assert code == 0
     profile = ReferenceProfile.load(out)
     assert set(profile.features) == {"age", "income", "city"}
-    assert isinstance(profile.output, CategoricalFeature)
+    # The labels are kept, and are not the output reference (tests/test_baseline_cli.py).
+    assert isinstance(profile.labels, CategoricalFeature) and profile.output is None
     assert "wrote" in capsys.readouterr().out
 
 
