@@ -56,6 +56,7 @@ __all__ = [
     "TargetError",
     "TargetSummary",
     "add_arguments",
+    "describe",
     "run",
     "run_demo",
     "schedule",
@@ -796,11 +797,12 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("model-exporter demo: stopped before any traffic was sent", file=sys.stderr)
         return 0
-    print(_describe(summary))
+    print(describe(summary))
     return 0
 
 
-def _describe(summary: DemoSummary) -> str:
+def describe(summary: DemoSummary) -> str:
+    """The run's summary in one line."""
     how = "stopped by Ctrl-C after" if summary["interrupted"] else "done in"
     statuses = ", ".join(f"{code}: {n}" for code, n in summary["status"].items()) or "none"
     return (

@@ -2,9 +2,12 @@
 
 Starts the two example services (intent classifier and taxi-fare regressor), the webhook receiver,
 and, when their binaries are installed, Prometheus with the project's rules and Alertmanager
-delivering to the receiver; then sends the demo traffic, prints where to look, and stops
-everything on Ctrl-C or when the traffic ends. Run it from a checkout of the repository: it reads
-the rule and Alertmanager files from there.
+delivering to the receiver; then sends the demo traffic, prints each alert as it fires, and ends
+with a table of which alerts every injected fault raised, how soon, and whether the receiver
+stored the notification. It exits 1 when an injection raised none of its expected alerts.
+
+It reads the rule files, the Alertmanager config and the examples from a checkout of the
+repository: the current directory or one above it (an installed package has none of them).
 """
 
 from __future__ import annotations
@@ -19,48 +22,81 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from exporter import demo, demo_watch
+
 #: Preferred ports, the ones the docs and compose file use; a busy one is replaced by a free one.
 PORTS = {"intent": 8000, "fare": 8001, "receiver": 9099, "prometheus": 9090, "alertmanager": 9093}
-#: In the demo no alert waits longer than this before firing (the real rules wait 2m to 2h).
-DEMO_MAX_FOR = "1m"
+#: In the demo no alert waits longer than this before firing (the real rules wait longer).
+DEMO_MAX_FOR = "30s"
+#: Scrape and rule-evaluation interval of the demo's Prometheus.
+DEMO_INTERVAL = "5s"
+#: Files of the checkout the demo reads.
+CHECKOUT_FILES = ("prometheus/rules", "alertmanager/alertmanager.yml", "examples/fare/monitor.yml")
+#: How long Prometheus may take to evaluate every rule group once after it starts.
+FIRST_EVALUATION_SECONDS = 30.0
+START_TIMEOUT_SECONDS = 60.0
+EXIT_NOT_CAUGHT = 1
+EXIT_SETUP = 2
+EXIT_INTERRUPTED = 130
 
 
 class DemoError(Exception):
     """Something the user can fix (a missing checkout file, a service that did not start)."""
 
 
+def find_checkout(start: Path | None = None) -> Path:
+    """The repository checkout the demo runs from: ``start`` (default: the current directory) or
+    the nearest directory above it that holds the rules, the Alertmanager config and the
+    examples; then the directory above this package (an editable install)."""
+    here = (start or Path.cwd()).resolve()
+    candidates = [here, *here.parents, Path(__file__).resolve().parent.parent]
+    for candidate in candidates:
+        if all((candidate / needed).exists() for needed in CHECKOUT_FILES):
+            return candidate
+    raise DemoError(
+        "the demo stack needs a checkout of the repository (prometheus/rules, alertmanager/, "
+        "examples/); clone it and run `make demo` in it"
+    )
+
+
 @dataclass
 class Stack:
     directory: Path
+    root: Path
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)
+    hints: list[str] = field(default_factory=list)
 
     def start(self, name: str, argv: list[str], ready_url: str) -> None:
         log = self.directory / "logs" / f"{name}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
             )
         self.processes[name] = process
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
             if process.poll() is not None:
                 tail = log.read_text(errors="replace")[-2000:]
                 raise DemoError(f"{name} exited at start (log {log}):\n{tail}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(ready_url, timeout=1).status_code == 200:
+                if httpx.get(ready_url, timeout=1, trust_env=False).status_code == 200:
                     return
             time.sleep(0.2)
-        raise DemoError(f"{name} did not become ready within 60 s (log {log})")
+        raise DemoError(
+            f"{name} did not become ready within {START_TIMEOUT_SECONDS:.0f} s (log {log})"
+        )
 
     def stop(self) -> None:
         for process in reversed(list(self.processes.values())):
@@ -73,10 +109,13 @@ class Stack:
             except subprocess.TimeoutExpired:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def _port(preferred: int) -> int:
     with socket.socket() as sock:
+        # As the servers bind: connections of a previous run still in TIME_WAIT do not block it.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", preferred))
             return preferred
@@ -105,8 +144,12 @@ def shorten_for(rules_text: str, longest: str = DEMO_MAX_FOR) -> str:
 def prometheus_config(
     targets: list[str], receiver: str, alertmanager: str | None, rules_dir: Path
 ) -> dict[str, object]:
+    """The demo's Prometheus config. ``rules_dir`` must be absolute: Prometheus resolves a
+    relative rule path against the directory of its config file, not its working directory."""
+    if not rules_dir.is_absolute():
+        raise ValueError(f"rules_dir must be absolute, got {rules_dir}")
     config: dict[str, object] = {
-        "global": {"scrape_interval": "5s", "evaluation_interval": "5s"},
+        "global": {"scrape_interval": DEMO_INTERVAL, "evaluation_interval": DEMO_INTERVAL},
         "rule_files": [str(rules_dir / "*.yml")],
         "scrape_configs": [
             {"job_name": "model-exporter", "static_configs": [{"targets": targets}]},
@@ -118,13 +161,13 @@ def prometheus_config(
     return config
 
 
-def alertmanager_config(receiver_url: str, token_file: Path) -> dict[str, object]:
+def alertmanager_config(root: Path, receiver_url: str, token_file: Path) -> dict[str, object]:
     """The project's routing and inhibition, delivering only to the local receiver.
 
     Slack and email need secrets this demo does not have, so their receivers are kept (the
     routes name them) but left without integrations.
     """
-    config = yaml.safe_load((ROOT / "alertmanager" / "alertmanager.yml").read_text())
+    config = yaml.safe_load((root / "alertmanager" / "alertmanager.yml").read_text())
     config.pop("templates", None)
     config["global"] = {"resolve_timeout": "5m"}
     for receiver in config.get("receivers", []):
@@ -146,26 +189,89 @@ def alertmanager_config(receiver_url: str, token_file: Path) -> dict[str, object
     return dict(config)
 
 
-def _require_checkout() -> None:
-    for needed in ("prometheus/rules", "alertmanager/alertmanager.yml", "examples/fare"):
-        if not (ROOT / needed).exists():
-            raise DemoError(f"{ROOT / needed} is missing: run the demo from a repository checkout")
+# -- what the installed Prometheus and Alertmanager serve ------------------------------------------
+
+
+def _serves_page(url: str) -> bool:
+    with contextlib.suppress(httpx.HTTPError):
+        response = httpx.get(url, timeout=5, trust_env=False, follow_redirects=True)
+        return response.status_code == 200
+    return False
+
+
+def prometheus_ui(base: str) -> str | None:
+    """The path prefix of Prometheus's web pages: ``""`` for the current UI (``/alerts``),
+    ``"/classic"`` where only the classic UI is built in (Debian's 2.42 package), ``None``
+    where neither answers."""
+    for prefix in ("", "/classic"):
+        if _serves_page(f"{base}{prefix}/alerts"):
+            return prefix
+    return None
+
+
+def alertmanager_has_ui(base: str) -> bool:
+    """Whether Alertmanager serves its web UI: Debian's package ships a placeholder page
+    saying it has none."""
+    with contextlib.suppress(httpx.HTTPError):
+        response = httpx.get(f"{base}/", timeout=5, trust_env=False)
+        return response.status_code == 200 and "does not include a web" not in response.text
+    return False
+
+
+def check_rules(base: str, expected_groups: int, timeout: float = FIRST_EVALUATION_SECONDS) -> str:
+    """Wait until Prometheus has loaded and evaluated every rule group; a line saying so.
+
+    Raises :class:`DemoError` when a group is missing or a rule fails: a demo whose rules are
+    not loaded can raise no alert, and would otherwise end looking like a quiet success.
+    """
+    deadline = time.monotonic() + timeout
+    groups: list[dict[str, object]] = []
+    while True:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            answer = httpx.get(f"{base}/api/v1/rules", timeout=5, trust_env=False).json()
+            groups = answer["data"]["groups"]
+        rules = [r for g in groups for r in g.get("rules", [])]  # type: ignore[attr-defined]
+        failing = [r for r in rules if r.get("health") == "err"]
+        if failing:
+            rule = failing[0]
+            raise DemoError(
+                f"Prometheus cannot evaluate rule {rule.get('name')}: {rule.get('lastError')}"
+            )
+        evaluated = rules and all(r.get("health") == "ok" for r in rules)
+        if len(groups) >= expected_groups and evaluated:
+            alerts = sum(r.get("type") == "alerting" for r in rules)
+            return (
+                f"Prometheus loaded {len(groups)} rule groups ({len(rules) - alerts} recording "
+                f"rules, {alerts} alerts), all evaluated without error"
+            )
+        if time.monotonic() >= deadline:
+            raise DemoError(
+                f"Prometheus loaded {len(groups)} of {expected_groups} rule groups "
+                f"(see {base}/api/v1/rules): no alert could fire"
+            )
+        time.sleep(0.5)
+
+
+# -- the run ---------------------------------------------------------------------------------------
 
 
 def run_stack(scenario: str, duration: float, data_dir: Path) -> int:
-    _require_checkout()
+    root = find_checkout()
+    data_dir = data_dir.resolve()
+    phases = demo.schedule(scenario, duration)
     if data_dir.exists():
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
-    stack = Stack(data_dir)
+    stack = Stack(data_dir, root)
     python = [sys.executable, "-m", "exporter.cli"]
     ports = {name: _port(port) for name, port in PORTS.items()}
+    watcher = None
     try:
         for model in ("intent", "fare"):
             port = ports[model]
             stack.start(
                 model,
-                [*python, "serve", "--config", str(ROOT / "examples" / model / "monitor.yml"),
+                [*python, "serve", "--config", str(root / "examples" / model / "monitor.yml"),
                  "--port", str(port), "--data-dir", str(data_dir / model), "--quiet"],
                 f"http://127.0.0.1:{port}/healthz",
             )  # fmt: skip
@@ -174,30 +280,97 @@ def run_stack(scenario: str, duration: float, data_dir: Path) -> int:
         token_file = data_dir / "receiver-token"
         token_file.write_text(secrets.token_urlsafe(24))
         token_file.chmod(0o600)
+        receiver = f"http://127.0.0.1:{ports['receiver']}"
         stack.start(
             "receiver",
             [*python, "receiver", "--port", str(ports["receiver"]), "--data-dir",
              str(data_dir / "receiver"), "--token-file", str(token_file)],
-            f"http://127.0.0.1:{ports['receiver']}/healthz",
+            f"{receiver}/healthz",
         )  # fmt: skip
-        stack.urls["receiver (stored alerts)"] = f"http://127.0.0.1:{ports['receiver']}/alerts"
-        _start_monitoring(stack, ports, token_file)
+        # GET /alerts needs the receiver's token, so a browser would get 401: show the one-liner.
+        stack.hints.append(
+            f'stored alerts: curl -H "Authorization: Bearer $(cat {token_file})" {receiver}/alerts'
+        )
+        prometheus = _start_monitoring(stack, ports, token_file)
         print("\nThe demo stack is up:")
         for name, url in stack.urls.items():
             print(f"  {name:<26} {url}")
-        # GET /alerts needs the receiver's token, so a browser gets 401: show the one-liner.
-        alerts = stack.urls["receiver (stored alerts)"]
-        print(f'  stored alerts: curl -H "Authorization: Bearer $(cat {token_file})" {alerts}')
+        for hint in stack.hints:
+            print(f"  {hint}")
+        short = demo_watch.too_short(phases) if prometheus else []
+        if short:
+            print(
+                f"\nnote: each injection needs about {demo_watch.MIN_INJECTION_SECONDS:.0f} s to "
+                f"raise its alert, and --duration {duration:g} gives "
+                + ", ".join(f"{p.name} {p.end - p.start:.0f} s" for p in short)
+                + f": expect some not to fire (`make demo` uses {_enough(scenario):.0f} s or more)."
+            )
         print(f"\nSending '{scenario}' traffic for {duration:.0f} s (Ctrl-C stops everything).\n")
-        return _traffic(ports, scenario, duration)
+        started = time.monotonic()
+        say = _printer()
+        if prometheus:
+            watcher = demo_watch.AlertWatcher(
+                prometheus, receiver, token_file.read_text().strip(), say,
+                clock=lambda: time.monotonic() - started,
+            )  # fmt: skip
+            watcher.start()
+        summary = demo.run_demo(
+            [f"http://127.0.0.1:{ports['intent']}", f"http://127.0.0.1:{ports['fare']}"],
+            scenario, duration, out=sys.stdout,
+        )  # fmt: skip
+        print(demo.describe(summary))
+        if watcher is not None and not summary["interrupted"]:
+            watcher.wait_for_delivery()
+        return _finish(phases, summary, watcher)
     except KeyboardInterrupt:
         print("\nstopping the demo stack")
-        return 0
+        return EXIT_INTERRUPTED
     finally:
+        if watcher is not None:
+            watcher.stop()
         stack.stop()
 
 
-def _start_monitoring(stack: Stack, ports: dict[str, int], token_file: Path) -> None:
+def _finish(
+    phases: list[demo.Phase], summary: demo.DemoSummary, watcher: demo_watch.AlertWatcher | None
+) -> int:
+    seen, stored = watcher.snapshot() if watcher is not None else ([], set())
+    ran = [p for p in phases if p.start < summary["seconds"]]
+    found = demo_watch.detections(ran, summary["targets"], seen, stored)
+    text, caught = demo_watch.report(found, checked=watcher is not None)
+    print(f"\n{text}")
+    if watcher is not None:
+        false = demo_watch.false_alarms(ran, seen)
+        names = ", ".join(sorted({demo_watch.describe_key(s.key) for s in false}))
+        print(f"Steady traffic raised {len(false)} alerts{': ' + names if names else ''}.")
+    if summary["interrupted"]:
+        return EXIT_INTERRUPTED
+    return 0 if caught else EXIT_NOT_CAUGHT
+
+
+def _enough(scenario: str) -> float:
+    """The shortest ``--duration`` that gives every injection of ``scenario`` enough time."""
+    if scenario == "all":
+        return demo_watch.MIN_INJECTION_SECONDS * len(demo.ALL_PHASES)
+    return demo.WARMUP_SECONDS + demo_watch.MIN_INJECTION_SECONDS
+
+
+def _printer() -> Callable[[str], None]:
+    """Print a line from the watcher's thread; on a terminal, over the traffic's progress line
+    (which is redrawn at its next tick)."""
+    lock = threading.Lock()
+    tty = sys.stdout.isatty()
+
+    def say(text: str) -> None:
+        with lock:
+            sys.stdout.write(("\r\x1b[K" if tty else "") + text + "\n")
+            sys.stdout.flush()
+
+    return say
+
+
+def _start_monitoring(stack: Stack, ports: dict[str, int], token_file: Path) -> str | None:
+    """Start Alertmanager and Prometheus when installed; Prometheus's URL, or None."""
     prometheus = shutil.which("prometheus")
     alertmanager = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
     missing = [n for n, b in (("prometheus", prometheus), ("alertmanager", alertmanager)) if not b]
@@ -211,49 +384,57 @@ def _start_monitoring(stack: Stack, ports: dict[str, int], token_file: Path) -> 
     if alertmanager:
         config = stack.directory / "alertmanager.yml"
         receiver_url = f"http://127.0.0.1:{ports['receiver']}/alerts"
-        config.write_text(yaml.safe_dump(alertmanager_config(receiver_url, token_file)))
+        config.write_text(yaml.safe_dump(alertmanager_config(stack.root, receiver_url, token_file)))
         am_address = f"127.0.0.1:{ports['alertmanager']}"
+        am_url = f"http://{am_address}"
         stack.start(
             "alertmanager",
             [alertmanager, f"--config.file={config}", f"--web.listen-address={am_address}",
-             "--cluster.listen-address=", f"--storage.path={stack.directory / 'am-data'}"],
-            f"http://{am_address}/-/ready",
+             f"--web.external-url={am_url}/", "--cluster.listen-address=",
+             f"--storage.path={stack.directory / 'am-data'}"],
+            f"{am_url}/-/ready",
         )  # fmt: skip
-        stack.urls["Alertmanager"] = f"http://{am_address}/#/alerts"
-    if prometheus:
-        rules_dir = stack.directory / "rules"
-        rules_dir.mkdir()
-        for rule_file in sorted((ROOT / "prometheus" / "rules").glob("*.yml")):
-            (rules_dir / rule_file.name).write_text(shorten_for(rule_file.read_text()))
-        targets = [f"127.0.0.1:{ports['intent']}", f"127.0.0.1:{ports['fare']}"]
-        config_path = stack.directory / "prometheus.yml"
-        config_path.write_text(
-            yaml.safe_dump(
-                prometheus_config(targets, f"127.0.0.1:{ports['receiver']}", am_address, rules_dir)
-            )
+        if alertmanager_has_ui(am_url):
+            stack.urls["Alertmanager"] = f"{am_url}/#/alerts"
+        else:
+            # Debian's package has no web UI: the API answers JSON in a browser, amtool a table.
+            stack.urls["Alertmanager alerts (JSON)"] = f"{am_url}/api/v2/alerts"
+            stack.hints.append(f"Alertmanager: amtool --alertmanager.url={am_url} alert query")
+    if not prometheus:
+        return None
+    rules_dir = stack.directory / "rules"
+    rules_dir.mkdir()
+    groups = 0
+    for rule_file in sorted((stack.root / "prometheus" / "rules").glob("*.yml")):
+        text = shorten_for(rule_file.read_text())
+        groups += len(yaml.safe_load(text).get("groups", []))
+        (rules_dir / rule_file.name).write_text(text)
+    targets = [f"127.0.0.1:{ports['intent']}", f"127.0.0.1:{ports['fare']}"]
+    config_path = stack.directory / "prometheus.yml"
+    config_path.write_text(
+        yaml.safe_dump(
+            prometheus_config(targets, f"127.0.0.1:{ports['receiver']}", am_address, rules_dir)
         )
-        address = f"127.0.0.1:{ports['prometheus']}"
-        stack.start(
-            "prometheus",
-            [prometheus, f"--config.file={config_path}", f"--web.listen-address={address}",
-             f"--storage.tsdb.path={stack.directory / 'prom-data'}"],
-            f"http://{address}/-/ready",
-        )  # fmt: skip
-        query = "model_feature%3Amodel_feature_psi%3A1h"
-        stack.urls["Prometheus: fleet PSI"] = f"http://{address}/graph?g0.expr={query}&g0.tab=0"
-        stack.urls["Prometheus: alerts"] = f"http://{address}/alerts"
-
-
-def _traffic(ports: dict[str, int], scenario: str, duration: float) -> int:
-    from exporter import demo
-
-    parser = argparse.ArgumentParser()
-    demo.add_arguments(parser)
-    args = parser.parse_args(
-        ["--target", f"http://127.0.0.1:{ports['intent']}", "--target",
-         f"http://127.0.0.1:{ports['fare']}", "--scenario", scenario, "--duration", str(duration)]
+    )
+    address = f"127.0.0.1:{ports['prometheus']}"
+    url = f"http://{address}"
+    stack.start(
+        "prometheus",
+        [prometheus, f"--config.file={config_path}", f"--web.listen-address={address}",
+         f"--web.external-url={url}/", f"--storage.tsdb.path={stack.directory / 'prom-data'}"],
+        f"{url}/-/ready",
     )  # fmt: skip
-    return demo.run(args)
+    print(check_rules(url, groups))
+    prefix = prometheus_ui(url)
+    if prefix is None:
+        stack.urls["Prometheus alerts (JSON)"] = f"{url}/api/v1/alerts"
+        stack.urls["Prometheus rules (JSON)"] = f"{url}/api/v1/rules"
+    else:
+        query = quote("model_feature:model_feature_psi:1h", safe="")
+        stack.urls["Prometheus: alerts"] = f"{url}{prefix}/alerts"
+        stack.urls["Prometheus: rules"] = f"{url}{prefix}/rules"
+        stack.urls["Prometheus: fleet PSI"] = f"{url}{prefix}/graph?g0.expr={query}&g0.tab=0"
+    return url
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +450,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         return run_stack(args.scenario, args.duration, Path(args.data_dir))
-    except DemoError as exc:
+    except (DemoError, ValueError) as exc:
         print(f"model-exporter demo-stack: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_SETUP

@@ -1,0 +1,236 @@
+"""``make demo`` as the README writes it, from a fresh copy of the repository.
+
+The stack test copies every file git would check out (tracked, plus new files not ignored) into a
+temporary directory, links the already built virtual environment in as ``.venv`` (building one
+is what ``make test`` itself already proves), and runs ``make demo SCENARIO=errors DURATION=...``
+there with its default, relative ``--data-dir``. While it runs, every URL it printed is opened;
+after it ends, its summary must show the rules loaded, the expected alert firing on both models
+and the receiver storing the notifications.
+
+The unit tests check the verdict itself: an injection that raised none of its expected alerts is
+reported as not caught and fails the run.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from exporter import demo, demo_stack, demo_watch
+from exporter.demo import TargetSummary
+from tests.binaries import require_binary
+from tests.service_fixtures import ROOT, stop
+
+#: Long enough for ModelHighErrorRatio to fire with the demo's 30 s ``for:`` (about 45 s after
+#: the injection, which starts after 10 s of steady traffic), short enough for CI.
+SCENARIO_SECONDS = 110
+RUN_TIMEOUT_SECONDS = 400
+
+
+def _copy_checkout(destination: Path) -> None:
+    """What a fresh clone of this working tree holds: tracked files and new, unignored ones."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout.decode()  # fmt: skip
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if not source.is_file():  # deleted in the working tree but not yet in git
+            continue
+        target = destination / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, target)  # keeps mtimes, so make sees the venv as up to date
+
+
+def _printed_urls(lines: list[str]) -> dict[str, str]:
+    urls = {}
+    for line in lines:
+        match = re.match(r"^  (\S.*?)\s+(https?://\S+)$", line)
+        if match:
+            urls[match.group(1)] = match.group(2)
+    return urls
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_make_demo_from_a_fresh_clone_fires_and_delivers_the_expected_alert(
+    tmp_path: Path,
+) -> None:
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    clone = tmp_path / "clone"
+    _copy_checkout(clone)
+    (clone / ".venv").symlink_to(ROOT / ".venv")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        ["make", "demo", "SCENARIO=errors", f"DURATION={SCENARIO_SECONDS}"],
+        cwd=clone, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
+        start_new_session=True, text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    opened: dict[str, int] = {}
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT_SECONDS
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Sending 'errors' traffic"):
+                # The stack is up: every printed URL must open a page, not a 404 or a placeholder.
+                for name, url in _printed_urls(lines).items():
+                    headers = {}
+                    token_file = re.search(r"\$\(cat (\S+)\)", name)
+                    if (
+                        token_file
+                    ):  # the receiver's one-liner: the printed command, as a user runs it
+                        token = Path(token_file.group(1)).read_text().strip()
+                        headers["Authorization"] = f"Bearer {token}"
+                    response = httpx.get(
+                        url, headers=headers, timeout=10, follow_redirects=True, trust_env=False
+                    )
+                    opened[name] = response.status_code
+                    assert response.status_code == 200, (name, url, response.text[:300])
+                    assert "does not include a web" not in response.text, (name, url)
+            assert time.monotonic() < deadline, "\n".join(lines)
+        code = process.wait(timeout=60)
+    finally:
+        stop(process)  # type: ignore[arg-type]
+        process.stdout.close()
+    output = "\n".join(lines)
+    assert code == 0, output
+    groups = sum(
+        len(yaml.safe_load(path.read_text())["groups"])
+        for path in (ROOT / "prometheus" / "rules").glob("*.yml")
+    )
+    assert f"Prometheus loaded {groups} rule groups" in output, output
+    assert {"intent /metrics", "fare /metrics", "Prometheus: alerts"} <= set(opened), opened
+    for model in ("intent", "fare"):
+        caught = re.search(
+            rf"errors\s+at\s+\d+ s on {model}\s+ModelHighErrorRatio critical: pending \+\d+ s, "
+            r"firing \+(\d+) s, stored by the receiver",
+            output,
+        )
+        assert caught, output
+        assert int(caught.group(1)) < SCENARIO_SECONDS - demo.WARMUP_SECONDS
+    assert "Result: 2 of 2 injections raised an expected alert; 2 of 2 reached the receiver." in (
+        output
+    )
+    # The default data directory is relative to where make ran, and every file went there.
+    assert (clone / "data" / "demo" / "rules").is_dir()
+    assert (clone / "data" / "demo" / "logs" / "prometheus.log").is_file()
+
+
+# -- the verdict -----------------------------------------------------------------------------------
+
+
+def _target(model: str, task: str) -> TargetSummary:
+    return TargetSummary(
+        url="http://127.0.0.1:1", model=model, version="v1", task=task, requests=1, ok=1,
+        errors=0, transport_errors=0, status={200: 1}, phases={}, faults={},
+        feedback_sent=0, feedback_failed=0, feedback_dropped=0,
+    )  # fmt: skip
+
+
+PHASES = demo.schedule("all", 500)
+TARGETS = [_target("intent", "classification"), _target("fare", "regression")]
+
+
+def _caught_everything() -> list[demo_watch.SeenAlert]:
+    seen = []
+    for phase in PHASES:
+        for target in TARGETS:
+            names = demo_watch.EXPECTED_ALERTS.get(phase.name, {}).get(target["task"])
+            if names:
+                key = (names[0], "critical", target["model"], "")
+                seen.append(demo_watch.SeenAlert(key, phase.start + 5, phase.start + 40))
+    return seen
+
+
+def test_a_run_that_caught_every_injection_passes() -> None:
+    seen = _caught_everything()
+    stored = {s.key for s in seen}
+    text, ok = demo_watch.report(demo_watch.detections(PHASES, TARGETS, seen, stored), True)
+    assert ok, text
+    assert "Result: 8 of 8 injections raised an expected alert; 8 of 8 reached the receiver." in (
+        text
+    )
+    assert "pending +5 s, firing +40 s, stored by the receiver" in text
+
+
+def test_an_injection_without_its_alert_fails_the_run_and_is_named() -> None:
+    seen = [s for s in _caught_everything() if s.key[:3] != ("ModelMAEHigh", "critical", "fare")]
+    stored = {s.key for s in seen}
+    text, ok = demo_watch.report(demo_watch.detections(PHASES, TARGETS, seen, stored), True)
+    assert not ok
+    assert re.search(r"degrade\s+at\s+200 s on fare\s+NOT CAUGHT: expected ModelMAEHigh", text)
+    assert "Missing: ModelMAEHigh on fare (degrade)." in text
+
+
+def test_an_alert_that_fired_before_the_injection_does_not_count_for_it() -> None:
+    # A drift alert still firing from the drift phase is not the degrade phase's detection.
+    drift = next(p for p in PHASES if p.name == "drift")
+    key = ("ModelFeatureDriftPSI", "critical", "fare", "trip_miles")
+    seen = [demo_watch.SeenAlert(key, drift.start + 5, drift.start + 30)]
+    found = demo_watch.detections([p for p in PHASES if p.name == "degrade"], TARGETS, seen, set())
+    assert not any(d.fired for d in found)
+
+
+def test_a_fired_alert_that_never_reached_the_receiver_fails_the_run() -> None:
+    seen = _caught_everything()
+    text, ok = demo_watch.report(demo_watch.detections(PHASES, TARGETS, seen, set()), True)
+    assert not ok
+    assert "0 of 8 reached the receiver" in text
+
+
+def test_a_duration_too_short_for_alerts_is_named_up_front() -> None:
+    assert demo_watch.too_short(demo.schedule("all", 600)) == []
+    short = demo_watch.too_short(demo.schedule("all", 200))
+    assert [p.name for p in short] == ["drift", "degrade", "errors", "latency"]
+    assert demo_watch.too_short(demo.schedule("steady", 50)) == []
+
+
+def test_alerts_during_steady_traffic_are_reported_as_false_alarms() -> None:
+    key = ("ModelFeatureDriftPSI", "warning", "fare", "hour")
+    seen = [demo_watch.SeenAlert(key, 10.0, 50.0), demo_watch.SeenAlert(key, 10.0, None)]
+    assert demo_watch.false_alarms(PHASES, seen) == seen[:1]
+
+
+def test_rule_paths_are_absolute_so_prometheus_finds_them() -> None:
+    # Prometheus resolves a relative rule path against its config file's directory: with the
+    # default data/demo it looked in data/demo/data/demo/rules and loaded nothing.
+    with pytest.raises(ValueError, match="absolute"):
+        demo_stack.prometheus_config([], "x", None, Path("data/demo/rules"))
+    config = demo_stack.prometheus_config([], "x", None, Path("/abs/rules"))
+    assert config["rule_files"] == ["/abs/rules/*.yml"]
+
+
+def test_the_checkout_is_found_from_a_subdirectory_and_named_when_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert demo_stack.find_checkout(ROOT / "docs") == ROOT
+    # Outside any checkout, and with the package not inside one (an installed wheel):
+    monkeypatch.setattr(demo_stack, "__file__", str(tmp_path / "site" / "exporter" / "x.py"))
+    with pytest.raises(demo_stack.DemoError, match="needs a checkout of the repository"):
+        demo_stack.find_checkout(tmp_path)
+
+
+def test_demo_stack_outside_a_checkout_exits_2_with_one_line(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c",
+         "import sys; from exporter import demo_stack, cli;"
+         f"demo_stack.__file__ = {str(tmp_path / 'x' / 'exporter' / 'y.py')!r};"
+         "sys.exit(cli.main(['demo-stack', '--duration', '5']))"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "needs a checkout of the repository" in result.stderr
