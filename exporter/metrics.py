@@ -1,4 +1,4 @@
-"""The Prometheus objects of the metric catalogue (see DESIGN.md), one set per registry.
+"""The Prometheus objects of the metric catalogue (docs/metrics.md), one set per registry.
 
 Several monitors (models) can share a registry: the metric objects are created once per registry
 and every monitor takes its own label children from them. Drift gauges are not stored objects but
@@ -36,12 +36,14 @@ _CUT_HASH_DIGITS = 8
 #: no UTF-8 form, and a single one would make every later scrape fail to encode.
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
-#: Inference latency buckets in seconds: seed 003's 0.01 .. 1.0 s, widened both ways for fast
-#: models and slow batch calls.
+#: Inference latency buckets in seconds: 0.01 .. 1.0 s covers an online model's usual range,
+#: widened both ways for fast models and slow batch calls.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-#: Confidence buckets: seed 003's 0.1 .. 0.9 plus 0.95 and 0.99, where calibrated models live.
+#: Confidence buckets: every tenth from 0.1 to 0.9, plus 0.95 and 0.99, where calibrated models
+#: put most of their predictions.
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
-#: Absolute-error buckets for regression; 2, 5 and 10 give seed 000's "share within $X".
+#: Absolute-error buckets for regression; 2, 5 and 10 give the "share within $X" that a
+#: price-like target is judged by (a fare off by more than $5 is a complaint).
 ABSOLUTE_ERROR_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.5, 5.0, 7.5, 10.0, 20.0, 50.0, 100.0)
 #: Delay between a prediction and its ground truth, in seconds: a minute to a week.
 OUTCOME_DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0)

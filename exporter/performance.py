@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-#: Thresholds of seed 000's "share of predictions within $X of the fare".
+#: The "share of predictions within $X of the truth" a price-like target is judged by.
 WITHIN = (2.0, 5.0, 10.0)
 
 #: Layout of a regression outcome stream: one slot per name.
@@ -99,7 +99,7 @@ def classification_metrics(
 
     ``classes[i]`` names class slot ``i``. Macro-F1 averages F1 over the classes that were
     predicted or actual in the window. The calibration gap is the mean confidence of the
-    labelled predictions that had one minus their accuracy (seed 002): positive means
+    labelled predictions that had one minus their accuracy: positive means
     over-confident.
     """
     t = np.asarray(totals, dtype=np.float64)

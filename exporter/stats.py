@@ -217,7 +217,7 @@ def ks_2samp_sorted(reference_sorted: npt.ArrayLike, current: npt.ArrayLike) -> 
 def mean_zscore(
     reference_mean: float, reference_std: float, current_sum: float, current_count: float
 ) -> ZScoreResult:
-    """``|mean_current - mean_ref| / std_ref``, the drift score of seed 000.
+    """``|mean_current - mean_ref| / std_ref``: the shift of the mean in reference std units.
 
     Takes the current sum and count rather than the values so that windows (and PromQL, from
     counters) can compute it without keeping the values. A zero reference std gives ``0`` when the
