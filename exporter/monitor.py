@@ -293,7 +293,9 @@ class ModelMonitor:
         Known classes, created up front so their series start at 0; more are learned up to
         ``max_classes`` and the rest counted as ``__other__``.
     min_samples:
-        A window's statistics appear only once it holds this many values.
+        A window's statistics appear only once it holds this many values. Exported as the
+        ``min_samples`` alert threshold (the rules' sample-size guard) unless ``thresholds``
+        sets that key itself.
     sample_size:
         Values kept per window for the KS test (a uniform sample of the window).
     drift_cache_seconds:
@@ -453,7 +455,9 @@ class ModelMonitor:
                 self._predicted[("", bucket)] = inst.predictions.labels(*self._labels, "", bucket)
         reference_id = "none" if reference is None else reference.fingerprint()
         inst.info.labels(*self._labels, label_value(stage), reference_id).set(1)
-        for alert, value in (thresholds or {}).items():
+        # The windows' minimum is also the alerts' sample-size guard unless the thresholds set
+        # one of their own, so the dashboards and the rules see the minimum really in force.
+        for alert, value in {"min_samples": min_samples, **(thresholds or {})}.items():
             inst.alert_threshold.labels(*self._labels, label_value(alert)).set(float(value))
         prefix = os.urandom(4).hex()
         self._ids = itertools.count()
