@@ -636,6 +636,19 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.set_defaults(func=demo_stack.run)
 
 
+def _add_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter.backtest import command
+
+    p = sub.add_parser(
+        "backtest",
+        help="replay a prediction log through the monitor and the alert rules: which alerts "
+        "would have fired, when",
+        description=command.__doc__.split("\n\n")[1] if command.__doc__ else None,
+    )
+    command.add_arguments(p)
+    p.set_defaults(func=command.run)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="model-exporter",
@@ -653,6 +666,7 @@ _SUBCOMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]
     _add_serve,
     _add_receiver,
     _add_demo,
+    _add_backtest,
 ]
 
 

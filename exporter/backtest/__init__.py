@@ -1,0 +1,1 @@
+"""Backtests: replay prediction logs through the monitor and the alert rules, offline."""
