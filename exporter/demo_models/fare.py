@@ -77,7 +77,9 @@ def rush_and_night(hour: FloatArray) -> tuple[BoolArray, BoolArray]:
     return rush, night
 
 
-def synthetic_trips(n: int, seed: int, shift: float | None = None) -> pd.DataFrame:
+def synthetic_trips(
+    n: int, seed: int, shift: float | None = None, *, hours: npt.ArrayLike | None = None
+) -> pd.DataFrame:
     """``n`` synthetic taxi trips: the :data:`FEATURES` columns and the true ``fare``.
 
     Parameters
@@ -89,6 +91,11 @@ def synthetic_trips(n: int, seed: int, shift: float | None = None) -> pd.DataFra
     shift : float, optional
         Multiplies every trip's driven distance (and so its duration and straight-line distance
         and fare), e.g. ``2.5`` for a population of much longer trips.
+    hours : array_like of int, optional
+        The hour of the day (0 to 23) of each of the ``n`` trips, instead of drawing it from
+        :data:`HOURLY_DEMAND`: durations and fares then follow these hours (a replayed day whose
+        trips happen at the clock's hour). Without it the output is what it always was for the
+        same ``n``, ``seed`` and ``shift``.
 
     Notes
     -----
@@ -101,8 +108,11 @@ def synthetic_trips(n: int, seed: int, shift: float | None = None) -> pd.DataFra
     if shift is not None and not shift > 0:
         raise ValueError(f"shift must be a positive factor, got {shift}")
     rng = np.random.default_rng(seed)
-    demand = np.asarray(HOURLY_DEMAND)
-    hour = rng.choice(24, size=n, p=demand / demand.sum())
+    if hours is None:
+        demand = np.asarray(HOURLY_DEMAND)
+        hour = rng.choice(24, size=n, p=demand / demand.sum())
+    else:
+        hour = _hours(hours, n)
     miles = np.round((0.2 + rng.gamma(shape=1.8, scale=1.9, size=n)) * (shift or 1.0), 2)
     rush, night = rush_and_night(hour.astype(np.float64))
     typical_mph = np.where(rush, RUSH_MPH, np.where(night, NIGHT_MPH, DAY_MPH))
@@ -124,6 +134,17 @@ def synthetic_trips(n: int, seed: int, shift: float | None = None) -> pd.DataFra
             "fare": fare,
         }
     )
+
+
+def _hours(hours: npt.ArrayLike, n: int) -> npt.NDArray[np.int64]:
+    """``hours`` checked as ``n`` whole hours of the day."""
+    given = np.asarray(hours)
+    if given.shape != (n,):
+        raise ValueError(f"hours must hold one hour per trip ({n}), got shape {given.shape}")
+    numeric = given.dtype.kind in "iuf"
+    if not numeric or not np.all((given >= 0) & (given <= 23) & (given == np.floor(given))):
+        raise ValueError("hours must be whole hours of the day, 0 to 23")
+    return given.astype(np.int64)
 
 
 def _design(miles: FloatArray, seconds: FloatArray, km: FloatArray, hour: FloatArray) -> FloatArray:
