@@ -115,7 +115,8 @@ def run_case(case: Case, work_root: str) -> Outcome:
         hours = WARMUP_HOURS + FAULT_HOURS + AFTER_HOURS
         inject = WARMUP_HOURS * 3600
         recover = (WARMUP_HOURS + FAULT_HOURS) * 3600
-    log = simulate(case.example, case.scenario, rate=case.rate, hours=hours, start=DAY_START,
+    example: Any = case.example  # "fare" or "intent", checked by simulate
+    log = simulate(example, case.scenario, rate=case.rate, hours=hours, start=DAY_START,
                    inject_after=inject, recover_after=recover, seed=case.seed)  # fmt: skip
     config = load_config(log.config)
     features = None if config.model.derive_features else config.features
@@ -157,8 +158,11 @@ def run_case(case: Case, work_root: str) -> Outcome:
             if any(end is None for end in ends):
                 outcome.resolved_after = math.inf
             else:
-                outcome.resolved_after = max(0.0, max(ends) - log.recovered_at)  # type: ignore[type-var]
-        psi = fault_psi(case.example, case.scenario) if "drift" in case.scenario else {}
+                outcome.resolved_after = max(
+                    0.0, max(e for e in ends if e is not None) - log.recovered_at
+                )
+        drift = "drift" in case.scenario
+        psi = fault_psi(example, case.scenario) if drift else {}
         outcome.fault_psi = max(psi.values()) if psi else None
     outcome.seconds = time.monotonic() - began
     return outcome
@@ -211,7 +215,8 @@ def table(outcomes: list[Outcome]) -> str:
     if baseline:
         lines.append("False alerts per simulated day (worst of the seeds):")
         lines.append(
-            f"  {'example':<8} {'scenario':<10} {'rate/s':>7} {'seeds':>5} {'false alerts':>12}  which"
+            f"  {'example':<8} {'scenario':<10} {'rate/s':>7} {'seeds':>5} "
+            f"{'false alerts':>12}  which"
         )
         groups: dict[tuple[str, str, float], list[Outcome]] = {}
         for o in baseline:
