@@ -24,6 +24,7 @@ import pandas as pd
 
 from exporter import __version__
 from exporter.profile import (
+    MIN_SEGMENT_ROWS,
     OUTPUT,
     CategoricalFeature,
     ProfileError,
@@ -76,6 +77,8 @@ def read_table(path: str) -> pd.DataFrame:
 def cmd_baseline(args: argparse.Namespace) -> int:
     label, label_flag = _baseline_label(args)
     _check_baseline_options(args, label, label_flag)
+    if args.min_segment_rows is not None and args.segment_by is None:
+        raise CommandError("--min-segment-rows applies to --segment-by COLUMN: give both")
     frame = read_table(args.data)
     prediction: str | None = args.prediction
     if args.model is not None or args.derive_features is not None:
@@ -95,6 +98,10 @@ def cmd_baseline(args: argparse.Namespace) -> int:
             bins=args.bins,
             top_k=args.top_k,
             sample_size=args.sample_size,
+            segment_by=args.segment_by,
+            min_segment_rows=(
+                MIN_SEGMENT_ROWS if args.min_segment_rows is None else args.min_segment_rows
+            ),
         )
     except ProfileError as exc:
         raise CommandError(f"{args.data}: {exc}") from None
@@ -108,7 +115,17 @@ def cmd_baseline(args: argparse.Namespace) -> int:
     else:
         output = f"; output {profile.output.kind} from {_output_source(args)}"
     labels = f"; labels {profile.labels.kind}" if profile.labels is not None else ""
-    print(f"wrote {args.out}: {len(frame)} rows; features {kinds}{output}{labels}")
+    segments = ""
+    if profile.segments is not None:
+        kept = profile.segments
+        rarer = len({category_key(v) for v in frame[kept.feature].tolist()} - {None, *kept.values})
+        segments = f"; {len(kept.values)} segments by {kept.feature}"
+        if rarer:
+            segments += (
+                f" (the rows of {rarer} values with fewer than {kept.min_rows} rows are compared "
+                "with the overall reference)"
+            )
+    print(f"wrote {args.out}: {len(frame)} rows; features {kinds}{output}{labels}{segments}")
     for warning in _baseline_warnings(profile, frame, args, prediction, label, label_flag):
         print(f"model-exporter baseline: warning: {warning}", file=sys.stderr)
     return 0
@@ -357,6 +374,19 @@ def _add_baseline(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature")
     p.add_argument("--top-k", type=int, default=20, help="categories kept before __other__")
     p.add_argument("--sample-size", type=int, default=10_000, help="values kept for KS")
+    p.add_argument(
+        "--segment-by", metavar="COLUMN",
+        help="a profiled feature that sets the context (the hour of the day, the weekday): "
+        "categorical, or numeric with whole numbers. The profile then also keeps every other "
+        "feature's reference per value of it, and a monitor with monitoring.segment_by compares "
+        "each value with the reference of its own segment instead of the mix of all of them",
+    )  # fmt: skip
+    p.add_argument(
+        "--min-segment-rows", type=int, metavar="N",
+        help=f"rows a value of --segment-by needs to get a reference of its own (default "
+        f"{MIN_SEGMENT_ROWS}: a reference estimated on N rows adds about (bins - 1) / N to the "
+        "PSI of unchanged traffic); rows of rarer values are compared with the overall reference",
+    )  # fmt: skip
     p.add_argument("--out", required=True, help="where to write the profile JSON")
     p.set_defaults(func=cmd_baseline)
 

@@ -22,6 +22,7 @@ THRESHOLD_KEYS = frozenset(
     {
         "error_ratio",
         "latency_p95_seconds",
+        "latency_p95_critical_seconds",
         "psi_warning",
         "psi_critical",
         "zscore_warning",
@@ -30,6 +31,7 @@ THRESHOLD_KEYS = frozenset(
         "mae_warning",
         "mae_critical",
         "accuracy_drop",
+        "accuracy_min",
         "low_confidence_share",
         "invalid_ratio",
         "min_samples",
@@ -68,6 +70,10 @@ class MonitoringSection(_Section):
     max_classes: int = Field(default=50, ge=1, le=10_000)
     confidence_thresholds: tuple[FiniteFloat, FiniteFloat] = (0.5, 0.8)
     domains: dict[str, tuple[FiniteFloat, FiniteFloat]] = Field(default_factory=dict)
+    #: The context feature of a reference built with segments by it (``baseline --segment-by``):
+    #: every other feature is compared with the reference of the segments its values came from.
+    #: The service checks that the profile has such segments once it has loaded it.
+    segment_by: str | None = Field(default=None, min_length=1, max_length=256)
 
     @field_validator("windows")
     @classmethod

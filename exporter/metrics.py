@@ -9,10 +9,12 @@ no stale series is ever left behind.
 from __future__ import annotations
 
 import hashlib
+import logging
+import math
 import re
 import threading
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -37,8 +39,25 @@ _CUT_HASH_DIGITS = 8
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 #: Inference latency buckets in seconds: 0.01 .. 1.0 s covers an online model's usual range,
-#: widened both ways for fast models and slow batch calls.
+#: widened both ways for fast models and slow batch calls. The histogram also gets edges around
+#: the model's latency thresholds (:func:`latency_buckets`).
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+#: Threshold keys of the p95 latency alerts, and their defaults when a model sets none: the rules'
+#: default warning threshold, and a critical one this many times the warning one.
+LATENCY_P95 = "latency_p95_seconds"
+LATENCY_P95_CRITICAL = "latency_p95_critical_seconds"
+DEFAULT_LATENCY_P95_SECONDS = 0.5
+CRITICAL_LATENCY_FACTOR = 2.0
+#: Edges at each latency threshold and at these multiples of it. ``histogram_quantile``
+#: interpolates linearly inside a bucket, so the p95 it reports can be anywhere in the bucket the
+#: true p95 is in: with default buckets only, a true p95 of 0.75 s reads 0.95 s. With an edge
+#: exactly at the threshold, ``histogram_quantile(0.95, ...) > threshold`` holds exactly when more
+#: than 5% of calls took longer than the threshold (the cumulative count at that edge is then
+#: below 95%), so the alert's decision has no interpolation error at all; the edges at 0.8x and
+#: 1.25x bound what a graph shows near the threshold to within the bucket's width.
+THRESHOLD_EDGE_FACTORS = (0.8, 1.0, 1.25)
+#: Significant digits kept of a derived edge: 0.8 x 0.3 is 0.24, not 0.24000000000000002.
+_EDGE_DIGITS = 6
 #: Confidence buckets: every tenth from 0.1 to 0.9, plus 0.95 and 0.99, where calibrated models
 #: put most of their predictions.
 CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
@@ -47,6 +66,48 @@ CONFIDENCE_BUCKETS = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1
 ABSOLUTE_ERROR_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.5, 5.0, 7.5, 10.0, 20.0, 50.0, 100.0)
 #: Delay between a prediction and its ground truth, in seconds: a minute to a week.
 OUTCOME_DELAY_BUCKETS = (60.0, 300.0, 900.0, 3600.0, 14400.0, 43200.0, 86400.0, 259200.0, 604800.0)
+
+
+def latency_thresholds(thresholds: Mapping[str, float] | None) -> tuple[float, float]:
+    """The p95 latency thresholds (warning, critical) of a model, defaults filled in."""
+    given = thresholds or {}
+    warning = float(given.get(LATENCY_P95, DEFAULT_LATENCY_P95_SECONDS))
+    critical = float(given.get(LATENCY_P95_CRITICAL, CRITICAL_LATENCY_FACTOR * warning))
+    return warning, critical
+
+
+def latency_buckets(thresholds: Mapping[str, float] | None = None) -> tuple[float, ...]:
+    """:data:`LATENCY_BUCKETS` plus edges at each latency threshold and around it.
+
+    A threshold that is not a positive finite number gets no edges (it cannot be a latency).
+    """
+    edges = set(LATENCY_BUCKETS)
+    for threshold in latency_thresholds(thresholds):
+        if not (math.isfinite(threshold) and threshold > 0):
+            continue
+        edges.add(threshold)  # exactly the threshold, never rounded
+        for factor in THRESHOLD_EDGE_FACTORS:
+            if factor != 1.0:
+                edges.add(float(f"{threshold * factor:.{_EDGE_DIGITS}g}"))
+    return tuple(sorted(edges))
+
+
+def warn_unless_latency_edges(
+    buckets: Sequence[float], thresholds: Mapping[str, float] | None, model: str
+) -> None:
+    """Log a warning when ``buckets`` have no edge at one of a model's latency thresholds.
+
+    The latency histogram is created once per registry, with the first monitor's thresholds; a
+    later model with other thresholds still works, but its latency alert then decides on an
+    interpolated p95.
+    """
+    missing = [t for t in latency_thresholds(thresholds) if t > 0 and t not in buckets]
+    if missing:
+        logging.getLogger("exporter").warning(
+            "model %s: latency thresholds %s are not edges of the latency histogram this "
+            "registry already has (created by another model): its p95 latency alert will "
+            "interpolate inside a bucket", model, missing,
+        )  # fmt: skip
 
 
 def label_value(text: str) -> str:
@@ -78,6 +139,8 @@ class Instruments:
     invalid: Counter
     feature_bins: Counter
     feature_value_sum: Counter
+    feature_expected_bins: Counter
+    feature_expected_value_sum: Counter
     reference_ratio: Gauge
     reference_mean: Gauge
     reference_std: Gauge
@@ -92,7 +155,7 @@ class Instruments:
     outcome_store_errors: Counter
 
 
-def _build(registry: CollectorRegistry) -> Instruments:
+def _build(registry: CollectorRegistry, duration_buckets: Sequence[float]) -> Instruments:
     m = MODEL_LABELS
     return Instruments(
         info=Gauge(
@@ -106,7 +169,7 @@ def _build(registry: CollectorRegistry) -> Instruments:
             "model_prediction_duration_seconds",
             "Inference latency in seconds.",
             m,
-            buckets=LATENCY_BUCKETS,
+            buckets=duration_buckets,
             registry=registry,
         ),
         predictions=Counter(
@@ -143,6 +206,20 @@ def _build(registry: CollectorRegistry) -> Instruments:
         feature_value_sum=Counter(
             "model_feature_value_sum",
             "Sum of valid numeric values, split by sign (counters cannot go down), for mean shift.",
+            [*m, "feature", "sign"],
+            registry=registry,
+        ),
+        feature_expected_bins=Counter(
+            "model_feature_expected_bin",
+            "Reference share of each bin for every valid value counted, from the reference of "
+            "the value's segment (segmented profiles only): the expected model_feature_bin.",
+            [*m, "feature", "bin"],
+            registry=registry,
+        ),
+        feature_expected_value_sum=Counter(
+            "model_feature_expected_value_sum",
+            "Reference mean of the value's segment for every valid numeric value counted, split "
+            "by sign (segmented profiles only): the expected model_feature_value_sum.",
             [*m, "feature", "sign"],
             registry=registry,
         ),
@@ -319,14 +396,23 @@ class DriftCollector(Collector):
 class RegistryState:
     instruments: Instruments
     drift: DriftCollector
+    #: Upper bounds of ``model_prediction_duration_seconds``, fixed when the registry's first
+    #: monitor created it.
+    latency_buckets: tuple[float, ...]
 
 
 _STATES: weakref.WeakKeyDictionary[CollectorRegistry, RegistryState] = weakref.WeakKeyDictionary()
 _STATES_LOCK = threading.Lock()
 
 
-def state_for(registry: CollectorRegistry) -> RegistryState:
-    """The catalogue's objects on ``registry``, created and registered on first use."""
+def state_for(
+    registry: CollectorRegistry, duration_buckets: Sequence[float] | None = None
+) -> RegistryState:
+    """The catalogue's objects on ``registry``, created and registered on first use.
+
+    ``duration_buckets`` are the latency histogram's buckets when this call creates it (default:
+    :func:`latency_buckets` of the default thresholds); later calls get the histogram as it is.
+    """
     with _STATES_LOCK:
         state = _STATES.get(registry)
         if state is None:
@@ -335,7 +421,8 @@ def state_for(registry: CollectorRegistry) -> RegistryState:
             # counts into the counters before they are read.
             collector = DriftCollector()
             registry.register(collector)
-            instruments = _build(registry)
-            state = RegistryState(instruments, collector)
+            buckets = tuple(duration_buckets or latency_buckets())
+            instruments = _build(registry, buckets)
+            state = RegistryState(instruments, collector, buckets)
             _STATES[registry] = state
         return state

@@ -2,7 +2,9 @@
 
 ``observe`` is the hot path: per value a type check, a ``bisect`` into the reference edges, a stored
 counter child's ``inc`` and a few list additions, all under one lock. Drift statistics are computed
-by :meth:`ModelMonitor.drift`, at scrape time, cached, and never inside ``observe``.
+by :meth:`ModelMonitor.drift`, at scrape time, cached, and never inside ``observe``. With a
+segmented profile (``segment_by``) each value also adds one to its segment's count; see
+:mod:`exporter.segments`.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from exporter import performance as perf
 from exporter import stats
-from exporter.metrics import label_value, state_for
+from exporter.metrics import label_value, latency_buckets, state_for, warn_unless_latency_edges
 from exporter.outcomes import (
     MemoryOutcomeStore,
     OutcomeStore,
@@ -44,8 +46,10 @@ from exporter.profile import (
     NumericFeature,
     ProfileError,
     ReferenceProfile,
+    Segments,
     category_key,
 )
+from exporter.segments import Expectation, IntArray, SegmentKey, count_slots, segments_by
 from exporter.windows import (
     Clock,
     Stream,
@@ -143,7 +147,8 @@ class _NumericWatch:
     """Everything the hot path needs for one numeric stream, resolved once at construction."""
 
     __slots__ = ("name", "ref", "edges", "counters", "flushed", "invalid", "stream", "positive",
-                 "negative", "low", "high", "sample", "edges_array", "share")  # fmt: skip
+                 "negative", "low", "high", "sample", "edges_array", "share",
+                 "expectation", "segment_base")  # fmt: skip
 
     def __init__(
         self, name: str, ref: NumericFeature, monitor: ModelMonitor, seed: int,
@@ -164,11 +169,16 @@ class _NumericWatch:
         ]
         self.positive = len(ref.bin_labels)
         self.negative = self.positive + 1
-        width = len(self.counters)
+        # Segmented: per-segment counts after the counters' slots, and no KS sample (there is no
+        # reference sample per segment to compare it with).
+        self.segment_base = len(self.counters)
+        self.expectation = monitor._expectation(name, ref, self.segment_base)
+        width = self.segment_base + (self.expectation.width if self.expectation else 0)
+        sample_size = 0 if self.expectation else monitor._sample_size
         self.flushed = [0.0] * width
         reasons = NUMERIC_REASONS + (("out_of_domain",) if domain else ())
         self.invalid = {r: inst.invalid.labels(*labels, feature, r) for r in reasons}
-        self.stream = Stream(monitor._specs, width, monitor._sample_size, seed)
+        self.stream = Stream(monitor._specs, width, sample_size, seed)
         self.low, self.high = domain if domain else (-math.inf, math.inf)
         self.sample = np.asarray(ref.sample, dtype=np.float64)
         self.share = np.asarray(ref.reference_share, dtype=np.float64)
@@ -177,11 +187,12 @@ class _NumericWatch:
         inst.reference_mean.labels(*labels, feature).set(ref.mean)
         inst.reference_std.labels(*labels, feature).set(ref.std)
 
-    def add(self, x: float) -> None:
-        """Count a finite value (already validated) into bins, sums and the window."""
+    def add(self, x: float) -> bool:
+        """Count a finite value (already validated) into bins, sums and the window; False when
+        it is out of the domain."""
         if not self.low <= x <= self.high:
             self.invalid["out_of_domain"].inc()
-            return
+            return False
         stream = self.stream
         live = stream.live
         live[bisect_right(self.edges, x)] += 1.0
@@ -190,9 +201,10 @@ class _NumericWatch:
         else:
             live[self.negative] -= x
         stream.reservoir.add(x)
+        return True
 
-    def take(self, value: object) -> None:
-        """Validate any value and count it, or count why it is invalid."""
+    def take(self, value: object) -> bool:
+        """Validate any value and count it, or count why it is invalid; True when counted."""
         kind = type(value)
         if kind is float:
             x = cast(float, value)
@@ -201,24 +213,25 @@ class _NumericWatch:
                 x = float(value)  # type: ignore[arg-type]
             except OverflowError:
                 self.invalid["inf"].inc()
-                return
+                return False
         elif value is None or value is _ABSENT:
             self.invalid["missing"].inc()
-            return
+            return False
         else:
             self.invalid["wrong_type"].inc()
-            return
+            return False
         if x - x != 0.0:  # true for NaN and for +-inf, one comparison on the common path
             self.invalid["nan" if x != x else "inf"].inc()
-            return
-        self.add(x)
+            return False
+        return self.add(x)
 
 
 class _CategoricalWatch:
     """Hot-path state of one categorical stream: top-K categories plus ``__other__``."""
 
     __slots__ = ("name", "ref", "index", "other", "known", "complete", "counters", "flushed",
-                 "invalid", "stream", "open_vocabulary", "share")  # fmt: skip
+                 "invalid", "stream", "open_vocabulary", "share", "expectation",
+                 "segment_base")  # fmt: skip
 
     def __init__(
         self, name: str, ref: CategoricalFeature, monitor: ModelMonitor, seed: int,
@@ -237,37 +250,46 @@ class _CategoricalWatch:
         self.open_vocabulary = open_vocabulary
         self.complete = ref.known_other_complete and not open_vocabulary
         self.counters = [inst.feature_bins.labels(*labels, feature, b) for b in bins]
-        self.flushed = [0.0] * len(self.counters)
+        self.segment_base = len(self.counters)
+        self.expectation = monitor._expectation(name, ref, self.segment_base)
+        width = self.segment_base + (self.expectation.width if self.expectation else 0)
+        self.flushed = [0.0] * width
         self.share = np.asarray(ref.reference_share, dtype=np.float64)
         reasons = CATEGORICAL_REASONS if not open_vocabulary else ("missing", "wrong_type")
         self.invalid = {r: inst.invalid.labels(*labels, feature, r) for r in reasons}
-        self.stream = Stream(monitor._specs, len(self.counters), 0, seed)
+        self.stream = Stream(monitor._specs, width, 0, seed)
         for label, share in zip(bins, ref.reference_share, strict=True):
             inst.reference_ratio.labels(*labels, feature, label).set(share)
 
-    def take(self, value: object) -> None:
+    def take(self, value: object) -> bool:
+        """Validate any value and count it, or count why it is invalid; True when counted."""
         if type(value) is str:
             key: str | None = value
         elif value is _ABSENT:
             key = None
         elif isinstance(value, (list, dict, tuple, set, bytes)):
             self.invalid["wrong_type"].inc()
-            return
+            return False
         else:
             key = category_key(value)
         if key is None:
             self.invalid["missing"].inc()
-            return
-        self.add_key(key)
+            return False
+        return self.add_key(key)
 
-    def add_key(self, key: str, count: int = 1) -> None:
+    def add_key(self, key: str, count: int = 1) -> bool:
         i = self.index.get(key)
         if i is None:
             if self.complete and key not in self.known:
                 self.invalid["unknown_category"].inc(count)
-                return
+                return False
             i = self.other
         self.stream.live[i] += count
+        return True
+
+    def accepts(self, key: Any) -> bool:
+        """Whether :meth:`add_key` would count this key (a batch's per-row validity)."""
+        return type(key) is str and (key in self.index or not self.complete or key in self.known)
 
 
 class ModelMonitor:
@@ -314,6 +336,14 @@ class ModelMonitor:
     state_dir:
         Set when several worker processes serve one model: each publishes its windows there and
         the drift and performance of any worker's scrape cover all of them.
+    segment_by:
+        The context feature of a profile built with segments by it (for example ``"hour"``, see
+        :mod:`exporter.segments`). It is still validated (invalid values and domains counted as
+        for any feature) but is no longer a drift input: every other feature, and the output,
+        is compared with the reference of the segments its values came from, and gets the
+        ``model_feature_expected_bin_total`` and ``model_feature_expected_value_sum_total``
+        counters. The KS gauges of those features are absent: there is no reference sample per
+        segment.
     """
 
     def __init__(
@@ -340,6 +370,7 @@ class ModelMonitor:
         seed: int = 0,
         outcomes: OutcomeStore | None = None,
         state_dir: str | os.PathLike[str] | None = None,
+        segment_by: str | None = None,
     ) -> None:
         if task not in TASKS:
             raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -372,11 +403,15 @@ class ModelMonitor:
         self._drift_cache: DriftSnapshot | None = None
         # Every series carries these; a library user may pass any text for either.
         self._labels = (label_value(name), label_value(version))
-        state = state_for(registry)
+        state = state_for(registry, latency_buckets(thresholds))
         self._instruments = inst = state.instruments
         self._confidence_cuts = (low, high)
+        warn_unless_latency_edges(state.latency_buckets, thresholds, name)
 
-        watched = self._resolve_features(reference, features, domains)
+        self._segments, self._segment_key = self._segment_context(reference, segment_by, domains)
+        #: The segment slot of the row being observed (set by _take_row, read by _take_output).
+        self._row_segment = self._segment_key.overall if self._segment_key is not None else 0
+        watched = self._resolve_features(reference, features, domains, segment_by)
         self._numeric: list[_NumericWatch] = []
         self._categorical: list[_CategoricalWatch] = []
         if reference is not None:
@@ -472,7 +507,9 @@ class ModelMonitor:
         reference: ReferenceProfile | None,
         features: Sequence[str] | None,
         domains: Mapping[str, tuple[float, float]] | None,
+        segment_by: str | None = None,
     ) -> list[str]:
+        """The features watched for drift: the segment feature is context, not one of them."""
         if reference is None:
             if features:
                 raise ProfileError(f"features {list(features)} are watched but no reference given")
@@ -480,12 +517,40 @@ class ModelMonitor:
         watched = list(reference.features) if features is None else list(features)
         reference.require(watched)
         for feature, bounds in (domains or {}).items():
-            if feature not in watched:
+            if feature not in watched and feature != segment_by:
                 raise ValueError(f"domains names {feature!r}, which is not watched")
             ref = reference.features[feature]
             if not isinstance(ref, NumericFeature) or len(bounds) != 2 or bounds[0] > bounds[1]:
                 raise ValueError(f"domains[{feature!r}] must be (low, high) of a numeric feature")
-        return watched
+        return [f for f in watched if f != segment_by]
+
+    def _segment_context(
+        self,
+        reference: ReferenceProfile | None,
+        segment_by: str | None,
+        domains: Mapping[str, tuple[float, float]] | None,
+    ) -> tuple[Segments | None, SegmentKey | None]:
+        """The segments and the segment feature's reader, when the monitor compares by segment;
+        the reader counts invalid values with the reasons of a watched feature of its kind."""
+        if segment_by is None:
+            return None, None
+        segments = segments_by(reference, segment_by)  # raises without such segments
+        assert reference is not None
+        ref, domain = reference.features[segment_by], (domains or {}).get(segment_by)
+        reasons: tuple[str, ...] = CATEGORICAL_REASONS
+        if isinstance(ref, NumericFeature):
+            reasons = NUMERIC_REASONS + (("out_of_domain",) if domain else ())
+        invalid = self._instruments.invalid
+        children = {r: invalid.labels(*self._labels, label_value(segment_by), r) for r in reasons}
+        return segments, SegmentKey(segments, ref, children, domain)
+
+    def _expectation(
+        self, name: str, ref: NumericFeature | CategoricalFeature, base: int
+    ) -> Expectation | None:
+        """A segmented feature's expectation, its counts at ``base`` in its stream; or None."""
+        if self._segments is None:
+            return None
+        return Expectation.build(self._segments, name, ref, base, self._instruments, self._labels)
 
     def _setup_output(self, reference: ReferenceProfile | None, seed: int) -> None:
         output = reference.output if reference is not None else None
@@ -601,10 +666,21 @@ class ModelMonitor:
             get = features.get
         except AttributeError:
             get = _absent_getter
+        key = self._segment_key
+        if key is None:
+            for numeric in self._numeric:
+                numeric.take(get(numeric.name, _ABSENT))
+            for categorical in self._categorical:
+                categorical.take(get(categorical.name, _ABSENT))
+            return
+        # Segmented: each counted value also adds one to its segment's slot (see _flush).
+        slot = self._row_segment = key.take(get(key.name, None))
         for numeric in self._numeric:
-            numeric.take(get(numeric.name, _ABSENT))
+            if numeric.take(get(numeric.name, _ABSENT)):
+                numeric.stream.live[numeric.segment_base + slot] += 1.0
         for categorical in self._categorical:
-            categorical.take(get(categorical.name, _ABSENT))
+            if categorical.take(get(categorical.name, _ABSENT)):
+                categorical.stream.live[categorical.segment_base + slot] += 1.0
 
     def _take_output(
         self, prediction: Any, confidence: float | None
@@ -621,16 +697,19 @@ class ModelMonitor:
             if child is None:
                 child = self._predicted_child(key, bucket)
             child.inc()
-            if self._output_categorical is not None:
-                self._output_categorical.add_key(key)
+            output = self._output_categorical
+            if output is not None and output.add_key(key) and output.expectation is not None:
+                output.stream.live[output.segment_base + self._row_segment] += 1.0
             if valid_confidence is not None:
                 live = self._confidences.live
                 live[0] += 1.0
                 live[1] += valid_confidence
             return key, valid_confidence
         self._predicted[("", bucket)].inc()
-        if self._output_numeric is not None:
-            self._output_numeric.take(prediction)  # counts an invalid output itself
+        numeric = self._output_numeric
+        # take() counts an invalid output itself.
+        if numeric is not None and numeric.take(prediction) and numeric.expectation is not None:
+            numeric.stream.live[numeric.segment_base + self._row_segment] += 1.0
         finite = _is_finite_number(prediction)
         if not finite and self._output_numeric is None:
             self._output_invalid[_numeric_reason(prediction)].inc()
@@ -656,6 +735,12 @@ class ModelMonitor:
 
     def count_invalid(self, feature: str, reason: str) -> None:
         """Count an invalid value found outside ``observe`` (e.g. a request refused for it)."""
+        key = self._segment_key
+        if key is not None and key.name == feature:
+            child = key.invalid.get(reason)
+            if child is not None:
+                child.inc()
+            return
         for watch in self._watches():
             if watch.name == feature:
                 child = watch.invalid.get(reason)
@@ -713,11 +798,13 @@ class ModelMonitor:
                 raise ValueError(f"frame has {len(table)} rows but {n_rows} predictions")
             with self._lock:
                 self._housekeeping()
+                key = self._segment_key
+                slots = key.take_column(table, n_rows) if key is not None else None
                 for numeric in self._numeric:
-                    self._numeric_column(numeric, table, n_rows)
+                    self._numeric_column(numeric, table, n_rows, slots)
                 for categorical in self._categorical:
-                    self._categorical_column(categorical, table, n_rows)
-                kept = self._batch_output(predictions, confidences, n_rows)
+                    self._categorical_column(categorical, table, n_rows, slots)
+                kept = self._batch_output(predictions, confidences, n_rows, slots)
             if latency_seconds is not None:
                 self.observe_latency(latency_seconds)
             if kept:
@@ -729,7 +816,10 @@ class ModelMonitor:
             log.exception("model monitor %s failed to observe a batch", self.name)
         return ids
 
-    def _numeric_column(self, watch: _NumericWatch, table: pd.DataFrame, n_rows: int) -> None:
+    def _numeric_column(
+        self, watch: _NumericWatch, table: pd.DataFrame, n_rows: int, slots: IntArray | None
+    ) -> None:
+        """Count a batch's column; ``slots`` is each row's segment slot when segmented."""
         if watch.name not in table.columns:
             watch.invalid["missing"].inc(n_rows)
             return
@@ -744,15 +834,20 @@ class ModelMonitor:
             count = int(mask.sum())
             if count:
                 watch.invalid[reason].inc(count)
-        finite = values[np.isfinite(values)]
+        counted = np.isfinite(values)
+        finite = values[counted]
         if watch.low > -math.inf or watch.high < math.inf:
             inside = (finite >= watch.low) & (finite <= watch.high)
             outside = int(finite.size - inside.sum())
             if outside:
                 watch.invalid["out_of_domain"].inc(outside)
             finite = finite[inside]
+            counted[counted] = inside
         if finite.size == 0:
             return
+        if slots is not None and watch.expectation is not None:
+            count_slots(watch.stream.live, watch.segment_base, slots[counted],
+                        watch.expectation.width)  # fmt: skip
         counts = np.bincount(
             np.searchsorted(watch.edges_array, finite, side="right"), minlength=watch.positive
         )
@@ -764,12 +859,17 @@ class ModelMonitor:
         watch.stream.reservoir.add_many(finite)
 
     def _categorical_column(
-        self, watch: _CategoricalWatch, table: pd.DataFrame, n_rows: int
+        self, watch: _CategoricalWatch, table: pd.DataFrame, n_rows: int, slots: IntArray | None
     ) -> None:
         if watch.name not in table.columns:
             watch.invalid["missing"].inc(n_rows)
             return
-        counts = table[watch.name].map(_batch_key).value_counts(dropna=False)
+        keys = table[watch.name].map(_batch_key)
+        if slots is not None and watch.expectation is not None:
+            counted = np.fromiter(map(watch.accepts, keys.tolist()), dtype=bool, count=n_rows)
+            count_slots(watch.stream.live, watch.segment_base, slots[counted],
+                        watch.expectation.width)  # fmt: skip
+        counts = keys.value_counts(dropna=False)
         for key, count in counts.items():
             if key is None or (isinstance(key, float) and math.isnan(key)):
                 watch.invalid["missing"].inc(int(count))
@@ -783,6 +883,7 @@ class ModelMonitor:
         predictions: Sequence[Any] | np.ndarray | pd.Series,
         confidences: Sequence[float | None] | np.ndarray | pd.Series | None,
         n_rows: int,
+        slots: IntArray | None = None,
     ) -> list[tuple[int, Any, float | None]]:
         """Count a batch's outputs; returns (row, prediction, confidence) of the rows to keep."""
         if confidences is not None and len(confidences) != n_rows:
@@ -800,7 +901,7 @@ class ModelMonitor:
             values = list(predictions)
             if self._output_numeric is not None:
                 table = pd.DataFrame({OUTPUT: pd.Series(values, dtype=object)})
-                self._numeric_column(self._output_numeric, table, n_rows)
+                self._numeric_column(self._output_numeric, table, n_rows, slots)
             else:
                 for value in values:
                     if not _is_finite_number(value):
@@ -825,6 +926,11 @@ class ModelMonitor:
             child.inc(count)
             if self._output_categorical is not None:
                 self._output_categorical.add_key(key, count)
+        output = self._output_categorical
+        if slots is not None and output is not None and output.expectation is not None:
+            rows = np.asarray([i for i, _, _ in kept], dtype=np.int64)
+            count_slots(output.stream.live, output.segment_base, slots[rows],
+                        output.expectation.width)  # fmt: skip
         return kept
 
     # -- classes -------------------------------------------------------------------------------
@@ -975,6 +1081,9 @@ class ModelMonitor:
                 delta = live[i] - flushed[i]
                 if delta > 0:
                     counter.inc(delta)
+            if watch.expectation is not None:
+                # The reference expectation of the values counted since the last flush.
+                watch.expectation.flush(live, flushed)
             watch.flushed = live[:]
 
     def flush(self) -> None:
@@ -1265,25 +1374,35 @@ class ModelMonitor:
         if samples < self.min_samples:
             return FeatureDrift(watch.name, window, "numeric", samples, ready=False)
         ref = watch.ref
-        ks = stats.ks_2samp_sorted(watch.sample, view.sample)
         total = float(view.totals[watch.positive] - view.totals[watch.negative])
-        z = stats.mean_zscore(ref.mean, ref.std, total, samples)
+        expected = watch.expectation
+        if expected is not None:
+            # The reference of the segments the window's values came from; no KS (no reference
+            # sample per segment). The scale of the z-score stays the overall reference std.
+            share = expected.share(view.totals)
+            z = stats.mean_zscore(expected.mean(view.totals), ref.std, total, samples)
+            ks = stats.KsResult(math.nan, math.nan)
+        else:
+            share = watch.share
+            z = stats.mean_zscore(ref.mean, ref.std, total, samples)
+            ks = stats.ks_2samp_sorted(watch.sample, view.sample)
         return FeatureDrift(
             watch.name, window, "numeric", samples, ready=True,
-            psi=stats.psi(watch.share, counts).statistic,
+            psi=stats.psi(share, counts).statistic,
             ks_statistic=_finite_or_none(ks.statistic),
             ks_pvalue=_finite_or_none(ks.pvalue),
             zscore=_finite_or_none(z.statistic),
             current_mean=_finite_or_none(z.current_mean),
-            js_distance=_finite_or_none(stats.js_distance(watch.share, counts)),
+            js_distance=_finite_or_none(stats.js_distance(share, counts)),
         )  # fmt: skip
 
     def _categorical_drift(self, watch: _CategoricalWatch, window: str, view: Any) -> FeatureDrift:
-        counts = view.totals
+        counts = view.totals[: watch.segment_base]
         samples = int(round(counts.sum()))
         if samples < self.min_samples:
             return FeatureDrift(watch.name, window, "categorical", samples, ready=False)
-        share = watch.share
+        expected = watch.expectation
+        share = expected.share(view.totals) if expected is not None else watch.share
         return FeatureDrift(
             watch.name, window, "categorical", samples, ready=True,
             psi=stats.psi(share, counts).statistic,
@@ -1316,7 +1435,7 @@ def _batch_key(value: Any) -> Any:
 
 
 def _absent_getter(name: str, default: Any = None) -> Any:
-    return _ABSENT
+    return default
 
 
 def _default_features(*args: Any, **kwargs: Any) -> Mapping[str, Any]:

@@ -7,6 +7,12 @@ sorted sample for KS. The model's predictions on the reference rows are profiled
 The true labels of those rows, when known, are profiled apart (``labels``): output drift compares
 live predictions with predictions, never with labels, whose distribution an imperfect model does
 not reproduce.
+
+A profile built with ``segment_by`` also holds ``segments``: per value of a context feature (the
+hour of the day, the weekday), the share of each bin of every other feature and of the output on
+that value's rows alone. A model with a daily cycle is then compared, each hour, with what that
+hour looked like in the reference instead of with the mix of all hours (see
+:mod:`exporter.segments` and docs/metrics.md).
 """
 
 from __future__ import annotations
@@ -16,20 +22,30 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from exporter import stats
 
 #: Version of the JSON layout; bumped when a reader of the old layout would misread the new one.
-#: ``labels`` was added without a bump: it is optional and left out of the file when absent, so a
-#: file without it is exactly the layout every reader of version 1 reads.
+#: ``labels`` and ``segments`` were added without a bump: each is optional and left out of the file
+#: when absent, so a file without them is exactly the layout every reader of version 1 reads (a
+#: reader older than them refuses a file that has them, as an unknown field: it never misreads it).
 SCHEMA_VERSION = 1
 #: Bucket for categories outside the top-K (and classes beyond ``max_classes``).
 OTHER = "__other__"
@@ -47,6 +63,18 @@ MAX_BINS = 1000
 MAX_TOP_K = 1000
 #: Longest excerpt of a bad value quoted in an error message.
 _EXCERPT_LENGTH = 60
+#: Rows a segment value needs before its own reference is kept. A reference estimated on ``n``
+#: rows adds about ``(bins - 1) / n`` to the PSI of traffic that did not change at all (each bin's
+#: share is off by sampling noise, and PSI sums the squares): 500 rows keep that bias near 0.02
+#: for 10 bins, a fifth of the 0.1 warning threshold. Rarer values, and values never seen, are
+#: compared with the overall shares instead.
+MIN_SEGMENT_ROWS = 500
+#: Most segment values a profile keeps: each costs a share vector per feature in the file and a
+#: count per feature in the monitor's windows. A column with more distinct frequent values is an
+#: identifier, not a context.
+MAX_SEGMENTS = 1000
+
+IntArray = npt.NDArray[np.int64]
 
 
 class ProfileError(ValueError):
@@ -133,6 +161,41 @@ class CategoricalFeature(_Strict):
 FeatureReference = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
 
 
+class SegmentShares(_Strict):
+    """One feature (or the output) on the rows of one segment value: the shares of the overall
+    reference's bins (same edges, same categories), the mean of a numeric feature, and how many
+    valid values they come from."""
+
+    reference_share: list[float]
+    count: int = Field(ge=1)
+    mean: float | None = None
+
+    @model_validator(mode="after")
+    def _finite(self) -> SegmentShares:
+        if self.mean is not None and not math.isfinite(self.mean):
+            raise ValueError("mean must be finite")
+        return self
+
+
+class Segment(_Strict):
+    """The reference of one value of the segment feature: its row count and, per feature with
+    enough valid values on those rows, its :class:`SegmentShares`. A feature left out (too few
+    values) is compared with the overall shares on these rows."""
+
+    count: int = Field(ge=1)
+    features: dict[str, SegmentShares] = Field(default_factory=dict)
+    output: SegmentShares | None = None
+
+
+class Segments(_Strict):
+    """The reference conditional on a context feature: one :class:`Segment` per value of
+    ``feature`` that had at least ``min_rows`` rows, keyed by :func:`category_key`."""
+
+    feature: str
+    min_rows: int = Field(ge=1)
+    values: dict[str, Segment]
+
+
 class ReferenceProfile(_Strict):
     """What the training data looked like, per feature and for the model's output.
 
@@ -151,6 +214,17 @@ class ReferenceProfile(_Strict):
     #: The true labels of the reference rows, when known: the label mix, for comparisons with
     #: ground truth. Output drift does not read it.
     labels: FeatureReference | None = None
+    #: The reference per value of a context feature (``segment_by``), when built with one.
+    segments: Segments | None = None
+
+    @field_validator("segments")
+    @classmethod
+    def _segments_fit(cls, value: Segments | None, info: ValidationInfo) -> Segments | None:
+        # Fields are validated in order: features and output are there unless they failed.
+        features = info.data.get("features")
+        if value is not None and features is not None:
+            _check_segments(value, features, info.data.get("output"))
+        return value
 
     # -- building ------------------------------------------------------------------------------
 
@@ -169,6 +243,8 @@ class ReferenceProfile(_Strict):
         top_k: int = 20,
         sample_size: int = 10_000,
         seed: int = 0,
+        segment_by: str | None = None,
+        min_segment_rows: int = MIN_SEGMENT_ROWS,
     ) -> ReferenceProfile:
         """Profile the columns of a training frame.
 
@@ -182,6 +258,11 @@ class ReferenceProfile(_Strict):
         column or has at most ``top_k`` distinct values, and as numeric otherwise. ``seed`` fixes
         which rows the KS sample keeps when there are more than ``sample_size``, so the same data
         gives the same file.
+
+        ``segment_by`` names a profiled feature (categorical, or numeric holding whole numbers)
+        that sets the context, such as the hour of the day: ``segments`` then holds, per value
+        with at least ``min_segment_rows`` rows (see :data:`MIN_SEGMENT_ROWS`), every other
+        feature's and the output's shares of the same bins on that value's rows alone.
         """
         if bins < 1 or top_k < 1 or sample_size < 1:
             raise ProfileError("bins, top_k and sample_size must each be at least 1")
@@ -201,6 +282,13 @@ class ReferenceProfile(_Strict):
             )
         if not numeric and not categorical:
             raise ProfileError("no features to profile: name at least one numeric or categorical")
+        if segment_by is not None and segment_by not in (*numeric, *categorical):
+            raise ProfileError(
+                f"segment_by {segment_by!r} must be one of the profiled features "
+                f"{[*numeric, *categorical]}: it is validated like them in the monitor"
+            )
+        if min_segment_rows < 1:
+            raise ProfileError(f"min_segment_rows must be at least 1, got {min_segment_rows}")
         rng = np.random.default_rng(seed)
         features: dict[str, NumericFeature | CategoricalFeature] = {}
         for name in numeric:
@@ -221,6 +309,15 @@ class ReferenceProfile(_Strict):
         labels = None
         if label is not None:
             labels = output if label == predicted else profile(label)
+        segments = None
+        if segment_by is not None:
+            columns = {name: frame[name] for name in features if name != segment_by}
+            predictions = None
+            if predicted is not None and output is not None:
+                predictions = (frame[predicted], output)
+            segments = _profile_segments(
+                frame[segment_by], segment_by, features, columns, predictions, min_segment_rows
+            )
         return cls(
             created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             bins=bins,
@@ -229,6 +326,7 @@ class ReferenceProfile(_Strict):
             features=features,
             output=output,
             labels=labels,
+            segments=segments,
         )
 
     # -- persistence ---------------------------------------------------------------------------
@@ -311,7 +409,7 @@ class ReferenceProfile(_Strict):
         A profile without them is then written exactly as before they existed: older exporters
         read it, and its fingerprint (``model_info{reference}``) does not change on upgrade.
         """
-        return {"labels"} if self.labels is None else set()
+        return {name for name in ("labels", "segments") if getattr(self, name) is None}
 
     def require(self, names: Sequence[str], *, source: str = "the reference profile") -> None:
         """Fail clearly when a feature the monitor should watch is not in the profile."""
@@ -321,6 +419,50 @@ class ReferenceProfile(_Strict):
                 f"{source}: features {absent} are watched but not profiled; "
                 f"the profile has {sorted(self.features)}"
             )
+
+
+def _check_segments(
+    segments: Segments,
+    features: Mapping[str, NumericFeature | CategoricalFeature],
+    output: NumericFeature | CategoricalFeature | None,
+) -> None:
+    """Every segment's shares fit the overall reference they are read against."""
+    if segments.feature not in features:
+        raise ValueError(f"feature {segments.feature!r} is not a profiled feature")
+    if len(segments.values) > MAX_SEGMENTS:
+        raise ValueError(f"{len(segments.values)} values; at most {MAX_SEGMENTS}")
+    numeric_key = isinstance(features[segments.feature], NumericFeature)
+    for key, segment in segments.values.items():
+        if numeric_key and not _is_whole_number_text(key):
+            raise ValueError(f"values.{key}: a numeric segment feature needs whole-number keys")
+        parts: list[tuple[str, SegmentShares, NumericFeature | CategoricalFeature | None]] = [
+            (f"features.{name}", shares, features.get(name))
+            for name, shares in segment.features.items()
+        ]
+        if segment.output is not None:
+            parts.append(("output", segment.output, output))
+        for where, shares, reference in parts:
+            path = f"values.{key}.{where}"
+            if reference is None or where == f"features.{segments.feature}":
+                what = (
+                    "the profile has no output"
+                    if where == "output"
+                    else (f"not a profiled feature other than {segments.feature!r}")
+                )
+                raise ValueError(f"{path}: {what}")
+            try:
+                _check_shares(shares.reference_share, len(reference.bin_labels), "its bins")
+            except ValueError as exc:
+                raise ValueError(f"{path}: {exc}") from None
+            if (shares.mean is not None) != isinstance(reference, NumericFeature):
+                raise ValueError(f"{path}: mean is set for numeric features, and only for them")
+
+
+def _is_whole_number_text(key: str) -> bool:
+    try:
+        return str(int(key)) == key
+    except ValueError:
+        return False
 
 
 def _lone_surrogate_at(document: Any) -> str | None:
@@ -461,3 +603,127 @@ def _profile_categorical(column: pd.Series, name: str, top_k: int) -> Categorica
         known_other=known,
         known_other_complete=len(rest) <= MAX_KNOWN_CATEGORIES,
     )
+
+
+def _segment_keys(column: pd.Series, name: str, numeric: bool) -> pd.Series:
+    """The :func:`category_key` of each row's segment value (None when missing)."""
+    if not numeric:
+        return pd.Series(
+            [category_key(v) for v in column.tolist()], index=column.index, dtype=object
+        )
+    values = _floats(column)
+    finite = np.isfinite(values)
+    whole = finite & (values == np.floor(np.where(finite, values, 0.0)))
+    if not np.array_equal(whole, finite):
+        row = int(np.flatnonzero(finite & ~whole)[0])
+        raise ProfileError(
+            f"segment_by {name!r}: row {column.index[row]} holds {float(values[row])!r}; a numeric "
+            "segment feature must hold whole numbers (profile it as categorical otherwise)"
+        )
+    keys = [
+        str(int(v)) if ok else None for v, ok in zip(values.tolist(), finite.tolist(), strict=True)
+    ]
+    return pd.Series(keys, index=column.index, dtype=object)
+
+
+def _floats(column: pd.Series) -> npt.NDArray[np.float64]:
+    """A column already accepted as numeric, as floats (NaN where missing)."""
+    if pd.api.types.is_bool_dtype(column):
+        column = column.astype("float64")
+    numbers = pd.to_numeric(column, errors="coerce")
+    return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def _bin_index(column: pd.Series, reference: NumericFeature | CategoricalFeature) -> IntArray:
+    """Each row's bin in ``reference`` (its edges or categories), -1 for a missing value."""
+    if isinstance(reference, NumericFeature):
+        values = _floats(column)
+        index = np.searchsorted(np.asarray(reference.edges, dtype=np.float64), values, side="right")
+        return np.where(np.isfinite(values), index, -1).astype(np.int64)
+    position = {c: i for i, c in enumerate(reference.categories)}
+    other = len(reference.categories)
+    keys = [category_key(v) for v in column.tolist()]
+    return np.asarray([-1 if k is None else position.get(k, other) for k in keys], dtype=np.int64)
+
+
+def _segment_shares(
+    codes: IntArray,
+    kept: int,
+    column: pd.Series,
+    reference: NumericFeature | CategoricalFeature,
+    min_rows: int,
+) -> list[SegmentShares | None]:
+    """Per kept segment (``codes`` is each row's segment, -1 for none kept): the shares of
+    ``reference``'s bins on that segment's rows, or None with fewer than ``min_rows`` values."""
+    bins = len(reference.bin_labels)
+    index = _bin_index(column, reference)
+    valid = (codes >= 0) & (index >= 0)
+    # One bincount over (segment, bin) pairs instead of one pass per segment.
+    counts = np.bincount(codes[valid] * bins + index[valid], minlength=kept * bins).reshape(
+        kept, bins
+    )
+    sums = None
+    if isinstance(reference, NumericFeature):
+        values = _floats(column)[valid]
+        # Divided by the largest magnitude first, as stats.moments does, so huge values cannot
+        # overflow the sums.
+        scale = float(np.max(np.abs(values))) if values.size else 0.0
+        weights = values / scale if scale > 0 else values
+        sums = np.bincount(codes[valid], weights=weights, minlength=kept) * (scale or 1.0)
+    result: list[SegmentShares | None] = []
+    for segment in range(kept):
+        n = int(counts[segment].sum())
+        if n < min_rows:
+            result.append(None)
+            continue
+        share = stats.shares(counts[segment]).tolist()
+        if isinstance(reference, CategoricalFeature):
+            share[-1] = max(0.0, 1.0 - sum(share[:-1]))  # exact sum 1, as the overall shares
+        mean = float(sums[segment] / n) if sums is not None else None
+        result.append(SegmentShares(reference_share=share, count=n, mean=mean))
+    return result
+
+
+def _profile_segments(
+    column: pd.Series,
+    name: str,
+    features: Mapping[str, NumericFeature | CategoricalFeature],
+    columns: Mapping[str, pd.Series],
+    output: tuple[pd.Series, NumericFeature | CategoricalFeature] | None,
+    min_rows: int,
+) -> Segments:
+    """The reference of every other feature (``columns``) and of the output (its column and
+    overall reference) per value of the segment feature ``column``."""
+    reference = features[name]
+    keys = _segment_keys(column, name, isinstance(reference, NumericFeature))
+    sizes = keys.value_counts(dropna=True)
+    frequent = [str(k) for k, n in sizes.items() if n >= min_rows]
+    if isinstance(reference, NumericFeature):
+        frequent.sort(key=int)
+    else:
+        frequent.sort()
+    if len(frequent) > MAX_SEGMENTS:
+        raise ProfileError(
+            f"segment_by {name!r}: {len(frequent)} values have at least {min_rows} rows; at "
+            f"most {MAX_SEGMENTS} are kept: segment by a coarser column"
+        )
+    position = {k: i for i, k in enumerate(frequent)}
+    codes = np.asarray([position.get(k, -1) if k is not None else -1 for k in keys.tolist()],
+                       dtype=np.int64)  # fmt: skip
+    kept = len(frequent)
+    per_feature = {
+        feature: _segment_shares(codes, kept, series, features[feature], min_rows)
+        for feature, series in columns.items()
+    }
+    per_output = (
+        _segment_shares(codes, kept, output[0], output[1], min_rows) if output else [None] * kept
+    )
+    values: dict[str, Segment] = {}
+    for i, key in enumerate(frequent):
+        shares = {f: found[i] for f, found in per_feature.items()}
+        values[key] = Segment(
+            count=int(sizes[key]),
+            features={f: s for f, s in shares.items() if s is not None},
+            output=per_output[i],
+        )
+    return Segments(feature=name, min_rows=min_rows, values=values)

@@ -153,6 +153,7 @@ def build_service(
     )
     reference_path = config.reference_path()
     reference = ReferenceProfile.load(reference_path) if reference_path is not None else None
+    check_segments(config, reference)
     outcomes = config.outcomes
     store: OutcomeStore
     if outcomes.store == "sqlite":
@@ -168,29 +169,11 @@ def build_service(
             ttl_seconds=outcomes.ttl_seconds, max_pending=outcomes.max_pending
         )
     registry = registry if registry is not None else CollectorRegistry()
-    m = config.monitoring
     try:
-        monitor = ModelMonitor(
-            config.model.name,
-            version=config.model.version,
-            task=config.model.task,
-            reference=reference,
-            features=config.features,
-            registry=registry,
-            windows=m.windows,
-            slices=m.slices,
-            classes=m.classes,
-            max_classes=m.max_classes,
-            min_samples=m.min_samples,
-            sample_size=m.sample_size,
-            drift_cache_seconds=m.drift_cache_seconds,
-            domains=m.domains,
-            thresholds=config.thresholds,
-            confidence_thresholds=m.confidence_thresholds,
-            stage=config.model.stage,
-            outcomes=store,
+        monitor = monitor_for(
+            config, reference, registry=registry, outcomes=store,
             state_dir=multiprocess_dir / "windows" if multiprocess_dir is not None else None,
-        )
+        )  # fmt: skip
     except ValueError as exc:
         store.close()
         if isinstance(exc, ProfileError):
@@ -207,6 +190,68 @@ def build_service(
     )
     return Service(config, monitor, predict, derive, store, registry, multiprocess_dir,
                    numeric, categorical, tokens)  # fmt: skip
+
+
+def monitor_for(
+    config: MonitorConfig,
+    reference: ReferenceProfile | None,
+    *,
+    registry: CollectorRegistry,
+    outcomes: OutcomeStore,
+    state_dir: Path | None = None,
+    clock: Callable[[], float] | None = None,
+    sample_size: int | None = None,
+) -> ModelMonitor:
+    """The monitor a config describes: what ``serve`` and ``backtest`` both monitor with.
+
+    ``clock`` (default the wall clock) and ``sample_size`` (default the config's) let a backtest
+    run it on simulated time without the KS samples no rule reads. Raises ValueError (or
+    ProfileError) for what the config's schema cannot check alone.
+    """
+    m = config.monitoring
+    optional: dict[str, Any] = {} if clock is None else {"clock": clock}
+    return ModelMonitor(
+        config.model.name,
+        version=config.model.version,
+        task=config.model.task,
+        reference=reference,
+        features=config.features,
+        registry=registry,
+        windows=m.windows,
+        slices=m.slices,
+        classes=m.classes,
+        max_classes=m.max_classes,
+        min_samples=m.min_samples,
+        sample_size=m.sample_size if sample_size is None else sample_size,
+        drift_cache_seconds=m.drift_cache_seconds,
+        domains=m.domains,
+        thresholds=config.thresholds,
+        confidence_thresholds=m.confidence_thresholds,
+        stage=config.model.stage,
+        outcomes=outcomes,
+        state_dir=state_dir,
+        segment_by=m.segment_by,
+        **optional,
+    )
+
+
+def check_segments(config: MonitorConfig, reference: ReferenceProfile | None) -> None:
+    """``monitoring.segment_by`` needs a reference built with segments by that feature."""
+    segment_by = config.monitoring.segment_by
+    segments = reference.segments if reference is not None else None
+    if segment_by is None or (segments is not None and segments.feature == segment_by):
+        return
+    path = config.reference_path()
+    if reference is None:
+        problem = "the config names no reference profile"
+    elif segments is None:
+        problem = f"the reference profile {path} has no segments"
+    else:
+        problem = f"the reference profile {path} has segments by {segments.feature!r}"
+    raise ConfigError(
+        f"{config.source}: monitoring.segment_by: {problem}; build it with "
+        f"`model-exporter baseline ... --segment-by {segment_by}`"
+    )
 
 
 def load_tokens(config: MonitorConfig) -> BearerTokens | None:

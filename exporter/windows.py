@@ -6,6 +6,8 @@ path is an index and an add); when the clock moves to the next tick the live tic
 every window's ring of slices with numpy. A window's value is the sum of its unexpired slices plus
 the live tick. Memory is ``slices x width`` floats and ``slices x sample_size`` values per window,
 whatever the traffic; a value leaves a window when its slice expires (windows are exact to a slice).
+With segments (:mod:`exporter.segments`) the vector also holds how many values came from each
+segment, which the windows and the exchange between workers carry like any other statistic.
 
 Nothing here knows about Prometheus; the clock is passed in, so tests move time instead of sleeping.
 """

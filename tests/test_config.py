@@ -6,9 +6,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from exporter import ReferenceProfile
 from exporter.config import ConfigError, load_config
+from exporter.service import build_service
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -49,6 +53,8 @@ def test_minimal_config_gets_defaults(tmp_path: Path) -> None:
         (VALID + "monitoring:\n  min_samples: lots\n", "monitoring.min_samples"),
         (VALID + "thresholds:\n  mea_critical: 5\n", "thresholds: unknown keys ['mea_critical']"),
         (VALID + "outcomes:\n  ttl: forever\n", "outcomes.ttl"),
+        (VALID + "monitoring:\n  segment_by: ''\n", "monitoring.segment_by"),
+        (VALID + "monitoring:\n  segment_by: [hour]\n", "monitoring.segment_by"),
         (VALID.replace("  name: fare\n", ""), "model.name: Field required"),
     ],
 )  # fmt: skip
@@ -99,3 +105,36 @@ def test_the_examples_load() -> None:
         assert config.model.name == name
         path = config.reference_path()
         assert path is not None and path.exists()
+
+
+def test_latency_thresholds_and_segment_by_are_accepted(tmp_path: Path) -> None:
+    text = VALID + (
+        "monitoring:\n  segment_by: hour\n"
+        "thresholds:\n  latency_p95_seconds: 0.3\n  latency_p95_critical_seconds: 0.9\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.monitoring.segment_by == "hour"
+    assert config.thresholds["latency_p95_critical_seconds"] == 0.9
+    assert load_config(write(tmp_path, VALID)).monitoring.segment_by is None
+
+
+@pytest.mark.parametrize("segment_by", [None, "hour"], ids=["unsegmented", "by-hour"])
+def test_segment_by_needs_segments_by_that_feature(tmp_path: Path, segment_by: str | None) -> None:
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "trip_miles": rng.gamma(2.0, 2.0, 2_000),
+            "hour": rng.integers(0, 2, 2_000),
+            "zone": rng.choice(["a", "b"], 2_000),
+        }
+    )
+    ReferenceProfile.from_frame(
+        frame, ["trip_miles", "hour"], ["zone"], segment_by=segment_by
+    ).save(tmp_path / "reference.json")
+    config = load_config(write(tmp_path, VALID + "monitoring:\n  segment_by: zone\n"))
+    with pytest.raises(ConfigError) as error:
+        build_service(config, tmp_path / "data")
+    message = str(error.value)
+    assert message.startswith(f"{tmp_path / 'monitor.yml'}: monitoring.segment_by: ")
+    assert ("has no segments" if segment_by is None else "has segments by 'hour'") in message
+    assert "--segment-by zone" in message and "\n" not in message

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import subprocess
 import threading
@@ -14,7 +15,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from scipy import stats as sps
 
-from exporter import ModelMonitor, ProfileError, ReferenceProfile, stats
+from exporter import ModelMonitor, ProfileError, ReferenceProfile, metrics, stats
 from exporter.profile import OTHER, OUTPUT, NumericFeature
 from tests.binaries import require_binary
 
@@ -484,3 +485,98 @@ def test_outcome_series_of_known_classes_start_at_zero(
     labels = {"model": "m", "version": "unversioned", "predicted": "cat", "actual": "dog",
               "correct": "false"}  # fmt: skip
     assert registry.get_sample_value("model_outcomes_total", labels) == 0
+
+
+# -- latency buckets around the thresholds ------------------------------------------------------
+
+
+def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
+    """Prometheus's histogram_quantile over ``(upper bound, cumulative count)`` pairs sorted by
+    bound and ending with +Inf: linear interpolation inside the bucket holding rank q * total
+    (from 0 for the first bucket), and the last finite bound when the rank is in +Inf's."""
+    total = buckets[-1][1]
+    rank = q * total
+    index = next(i for i, (_, count) in enumerate(buckets) if count >= rank)
+    if index == len(buckets) - 1:
+        return buckets[-2][0]
+    start, below = (0.0, 0.0) if index == 0 else buckets[index - 1]
+    end, count = buckets[index]
+    return start + (end - start) * (rank - below) / (count - below)
+
+
+def duration_buckets(registry: CollectorRegistry, model: str = "m") -> list[tuple[float, float]]:
+    pairs = [
+        (float(s.labels["le"]), s.value)
+        for metric in registry.collect()
+        if metric.name == "model_prediction_duration_seconds"
+        for s in metric.samples
+        if s.name.endswith("_bucket") and s.labels["model"] == model
+    ]
+    return sorted(pairs)
+
+
+def latencies_with_p95(p95: float, n: int, seed: int) -> np.ndarray:
+    """Lognormal latencies scaled so that their 95th percentile is ``p95``."""
+    raw = np.random.default_rng(seed).lognormal(0.0, 0.5, n)
+    return raw / np.quantile(raw, 0.95) * p95
+
+
+def test_latency_buckets_have_edges_at_and_around_the_thresholds() -> None:
+    assert metrics.latency_buckets() == tuple(sorted({*metrics.LATENCY_BUCKETS, 0.4, 0.5, 0.625,
+                                                      0.8, 1.0, 1.25}))  # fmt: skip
+    derived = metrics.latency_buckets(
+        {"latency_p95_seconds": 0.3, "latency_p95_critical_seconds": 0.7}
+    )
+    assert {0.24, 0.3, 0.375, 0.56, 0.7, 0.875} <= set(derived)
+    assert set(metrics.LATENCY_BUCKETS) <= set(derived) and list(derived) == sorted(derived)
+
+
+@pytest.mark.parametrize("threshold", [0.3, 0.8])
+@pytest.mark.parametrize("factor", [0.75, 1.1, 3.0])
+def test_p95_above_the_threshold_is_decided_without_interpolation_error(
+    threshold: float, factor: float
+) -> None:
+    """Latencies whose true p95 is factor x threshold: histogram_quantile's p95 is above the
+    threshold exactly when the true one is, and within the width of its bucket."""
+    registry = CollectorRegistry()
+    monitor = ModelMonitor("m", registry=registry, thresholds={"latency_p95_seconds": threshold})
+    latencies = latencies_with_p95(factor * threshold, 5_000, seed=int(factor * 100))
+    for seconds in latencies.tolist():
+        monitor.observe_latency(seconds)
+    buckets = duration_buckets(registry)
+    assert buckets[-1] == (math.inf, len(latencies))
+    assert threshold in {bound for bound, _ in buckets}
+    estimate = histogram_quantile(0.95, buckets)
+    true_p95 = float(np.quantile(latencies, 0.95))
+    slower = float(np.mean(latencies > threshold))
+    assert (estimate > threshold) == (slower > 0.05) == (factor > 1)
+    bounds = [0.0] + [bound for bound, _ in buckets]
+    upper = next(i for i, bound in enumerate(bounds) if bound >= true_p95)
+    assert abs(estimate - true_p95) <= bounds[upper] - bounds[upper - 1]
+
+
+def test_default_buckets_alone_misjudge_a_p95_just_under_a_threshold() -> None:
+    # The motivating case: threshold 0.8 s (no default edge), true p95 0.75 s, read as 0.9 s.
+    latencies = latencies_with_p95(0.75, 5_000, seed=3)
+    bounds = [*metrics.LATENCY_BUCKETS, math.inf]
+    buckets = [(b, float(np.sum(latencies <= b))) for b in bounds]
+    assert histogram_quantile(0.95, buckets) > 0.8 > float(np.quantile(latencies, 0.95))
+
+
+def test_a_later_model_with_other_latency_thresholds_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    registry = CollectorRegistry()
+    ModelMonitor("a", registry=registry, thresholds={"latency_p95_seconds": 0.3})
+    with caplog.at_level(logging.WARNING, logger="exporter"):
+        ModelMonitor("b", registry=registry, thresholds={"latency_p95_seconds": 0.3})
+        ModelMonitor("c", registry=registry)  # the defaults 0.5 and 1.0 are default edges too
+        assert caplog.records == []
+        late = ModelMonitor("d", registry=registry, thresholds={"latency_p95_seconds": 0.45})
+    assert len(caplog.records) == 1
+    assert caplog.records[0].name == "exporter"
+    assert "model d" in caplog.records[0].getMessage()
+    assert "interpolate" in caplog.records[0].getMessage()
+    late.observe_latency(0.2)  # it still works, on the registry's buckets
+    assert 0.45 not in {bound for bound, _ in duration_buckets(registry, "d")}
+    assert 0.3 in {bound for bound, _ in duration_buckets(registry, "d")}

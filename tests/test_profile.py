@@ -292,11 +292,34 @@ def test_cli_baseline_writes_a_loadable_profile(
     assert "wrote" in capsys.readouterr().out
 
 
+def test_cli_baseline_segments_by_a_column(
+    tmp_path: Path, frame: pd.DataFrame, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "train.csv"
+    frame.to_csv(data, index=False)
+    out = tmp_path / "reference.json"
+    argv = ["baseline", "--data", str(data), "--numeric", "age", "--categorical", "city",
+            "--segment-by", "city", "--out", str(out)]  # fmt: skip
+    assert main(argv) == 0
+    profile = ReferenceProfile.load(out)
+    assert profile.segments is not None and profile.segments.min_rows == 500
+    # 2,000 rows: paris (about 1,000) and lyon (600) pass 500 rows, nice and lille do not.
+    assert sorted(profile.segments.values) == ["lyon", "paris"]
+    said = capsys.readouterr().out
+    assert "2 segments by city (the rows of 2 values with fewer than 500 rows" in said
+    assert main([*argv[:-2], "--min-segment-rows", "200", "--out", str(out)]) == 0
+    segments = ReferenceProfile.load(out).segments
+    assert segments is not None and sorted(segments.values) == ["lyon", "nice", "paris"]
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
         (["--numeric", "nope"], "columns not in the data"),
         (["--numeric", "city"], "listed as numeric"),
+        (["--numeric", "age", "--segment-by", "city"], "segment_by 'city' must be one of the"),
+        (["--numeric", "age", "--segment-by", "age"], "must hold whole numbers"),
+        (["--numeric", "age", "--min-segment-rows", "9"], "--min-segment-rows applies to"),
     ],
 )
 def test_cli_baseline_errors_are_one_clear_line(

@@ -64,32 +64,18 @@ class ReplaySummary:
 def build_monitor(
     config: MonitorConfig, registry: CollectorRegistry, clock: SimulatedClock
 ) -> ModelMonitor:
-    """The monitor of ``config`` on ``registry``, on a simulated clock, outcomes in memory."""
+    """The monitor ``serve`` builds from ``config``, on a simulated clock, outcomes in memory,
+    without the KS samples (no rule reads the per-process gauges)."""
+    from exporter.service import check_segments, monitor_for
+
     reference_path = config.reference_path()
     reference = ReferenceProfile.load(reference_path) if reference_path is not None else None
-    m = config.monitoring
-    return ModelMonitor(
-        config.model.name,
-        version=config.model.version,
-        task=config.model.task,
-        reference=reference,
-        features=config.features,
-        registry=registry,
-        windows=m.windows,
-        slices=m.slices,
-        classes=m.classes,
-        max_classes=m.max_classes,
-        min_samples=m.min_samples,
-        sample_size=0,
-        drift_cache_seconds=m.drift_cache_seconds,
-        domains=m.domains,
-        thresholds=config.thresholds,
-        confidence_thresholds=m.confidence_thresholds,
-        stage=config.model.stage,
-        clock=clock,
-        outcomes=MemoryOutcomeStore(
-            ttl_seconds=config.outcomes.ttl_seconds, max_pending=config.outcomes.max_pending
-        ),
+    check_segments(config, reference)
+    store = MemoryOutcomeStore(
+        ttl_seconds=config.outcomes.ttl_seconds, max_pending=config.outcomes.max_pending
+    )
+    return monitor_for(
+        config, reference, registry=registry, outcomes=store, clock=clock, sample_size=0
     )
 
 
