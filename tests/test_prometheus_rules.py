@@ -9,6 +9,7 @@ docs/metrics.md, and the rule defaults are the documented ones.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import subprocess
@@ -112,16 +113,27 @@ def _documented_recording_rules() -> set[str]:
     return names
 
 
-def _documented_defaults() -> dict[str, float]:
-    """Threshold key -> default from docs/metrics.md (`a` / `b` | 1 / 2 pairs them in order)."""
-    defaults: dict[str, float] = {}
+def _documented_keys() -> dict[str, str]:
+    """Threshold key -> its default as docs/metrics.md writes it (`a` / `b` | 1 / 2 pairs them
+    in order; a default that is not a number, "none" or "twice ...", stays text)."""
+    defaults: dict[str, str] = {}
     rows = _markdown_table(METRICS_DOC.read_text(encoding="utf-8"), "Alert thresholds")
     for cells in rows:
-        keys = re.findall(r"`([^`]+)`", cells[0])
-        values = [float(v) for v in cells[1].split("/")]
-        assert len(keys) == len(values), cells
-        defaults.update(zip(keys, values, strict=True))
+        keys = re.findall(r"^`([^`]+)`|/ `([^`]+)`", cells[0])
+        names = [a or b for a, b in keys]
+        values = [v.strip() for v in cells[1].split(" / ")] if len(names) > 1 else [cells[1]]
+        assert len(names) == len(values), cells
+        defaults.update(zip(names, values, strict=True))
     return defaults
+
+
+def _documented_defaults() -> dict[str, float]:
+    """The documented defaults that are plain numbers (what the effective rule sets as `+ N`)."""
+    found = {}
+    for key, text in _documented_keys().items():
+        with contextlib.suppress(ValueError):
+            found[key] = float(text)
+    return found
 
 
 # -- promtool -----------------------------------------------------------------------------------
@@ -264,7 +276,7 @@ def test_alerts_read_only_existing_recording_rules() -> None:
 
 
 def test_alert_thresholds_use_documented_keys() -> None:
-    keys = set(_documented_defaults())
+    keys = set(_documented_keys())
     for rule in _alert_rules():
         used = set(re.findall(rf'{THRESHOLD_RULE}\{{alert="(\w+)"\}}', rule["expr"]))
         assert used <= keys, f"{rule['alert']} reads undocumented thresholds {used - keys}"
@@ -287,3 +299,20 @@ def test_rule_defaults_are_the_documented_ones() -> None:
     defaults = {key: float(value) for value, key in pairs}
     assert len(defaults) == len(pairs), "a default is set twice"
     assert defaults == _documented_defaults()
+    # The one computed default: the critical latency is twice the (effective) warning.
+    assert _documented_keys()["latency_p95_critical_seconds"] == "twice `latency_p95_seconds`"
+    twice = (
+        r'2 \* \(\s*max by \(model\) \(model_alert_threshold\{alert="latency_p95_seconds"\}\)'
+        r"\s*or max by \(model\) \(model_info\) \* 0 \+ 0\.5\s*\),\s*"
+        r'"alert", "latency_p95_critical_seconds"'
+    )
+    assert re.search(twice, expr)
+    # Keys without a default are not given one by the rule.
+    assert _documented_keys()["accuracy_min"] == "none"
+    assert "accuracy_min" not in expr
+
+
+def test_the_config_knows_every_documented_threshold_key() -> None:
+    from exporter.config import THRESHOLD_KEYS
+
+    assert set(_documented_keys()) == THRESHOLD_KEYS
