@@ -42,8 +42,9 @@ DEMO_MAX_FOR = "30s"
 DEMO_INTERVAL = "5s"
 #: Files of the checkout the demo reads.
 CHECKOUT_FILES = ("prometheus/rules", "alertmanager/alertmanager.yml", "examples/fare/monitor.yml")
-#: How long Prometheus may take to evaluate every rule group once after it starts.
-FIRST_EVALUATION_SECONDS = 30.0
+#: How long to wait for Prometheus to evaluate every rule group once after it starts (the
+#: demo's groups run every 5 s; the slow drift windows' every minute).
+FIRST_EVALUATION_SECONDS = 20.0
 START_TIMEOUT_SECONDS = 60.0
 EXIT_NOT_CAUGHT = 1
 EXIT_SETUP = 2
@@ -219,10 +220,12 @@ def alertmanager_has_ui(base: str) -> bool:
 
 
 def check_rules(base: str, expected_groups: int, timeout: float = FIRST_EVALUATION_SECONDS) -> str:
-    """Wait until Prometheus has loaded and evaluated every rule group; a line saying so.
+    """Wait until Prometheus has loaded every rule group and evaluated them; a line saying so.
 
     Raises :class:`DemoError` when a group is missing or a rule fails: a demo whose rules are
-    not loaded can raise no alert, and would otherwise end looking like a quiet success.
+    not loaded can raise no alert, and would otherwise end looking like a quiet success. Groups
+    that evaluate less often than the demo's interval (the slow drift windows, every minute) may
+    not have run yet when the timeout passes; that is said, not refused.
     """
     deadline = time.monotonic() + timeout
     groups: list[dict[str, object]] = []
@@ -237,12 +240,20 @@ def check_rules(base: str, expected_groups: int, timeout: float = FIRST_EVALUATI
             raise DemoError(
                 f"Prometheus cannot evaluate rule {rule.get('name')}: {rule.get('lastError')}"
             )
-        evaluated = rules and all(r.get("health") == "ok" for r in rules)
-        if len(groups) >= expected_groups and evaluated:
+        waiting = sum(r.get("health") != "ok" for r in rules)
+        loaded = len(groups) >= expected_groups and rules
+        if loaded and (not waiting or time.monotonic() >= deadline):
             alerts = sum(r.get("type") == "alerting" for r in rules)
+            state = (
+                "all evaluated without error"
+                if not waiting
+                else (
+                    f"{len(rules) - waiting} evaluated without error, {waiting} not yet evaluated"
+                )
+            )
             return (
                 f"Prometheus loaded {len(groups)} rule groups ({len(rules) - alerts} recording "
-                f"rules, {alerts} alerts), all evaluated without error"
+                f"rules, {alerts} alerts), {state}"
             )
         if time.monotonic() >= deadline:
             raise DemoError(
@@ -447,7 +458,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data/demo", help="state and logs (wiped at start)")
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    # SystemExit unwinds run_stack's `finally`, which stops every process the demo started;
+    # Python's default SIGTERM would end this process at once and leave them running.
+    raise SystemExit(128 + signum)
+
+
 def run(args: argparse.Namespace) -> int:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         return run_stack(args.scenario, args.duration, Path(args.data_dir))
     except (DemoError, ValueError) as exc:

@@ -234,3 +234,33 @@ def test_demo_stack_outside_a_checkout_exits_2_with_one_line(tmp_path: Path) -> 
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "needs a checkout of the repository" in result.stderr
+
+
+@pytest.mark.stack
+@pytest.mark.slow
+def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
+    require_binary("prometheus")
+    require_binary("prometheus-alertmanager")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "exporter.cli", "demo-stack", "--scenario", "steady",
+         "--duration", "120", "--data-dir", str(tmp_path / "demo")],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, start_new_session=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    lines: list[str] = []
+    try:
+        for line in process.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("Sending 'steady' traffic"):
+                break
+        urls = _printed_urls(lines)
+        assert "Prometheus: alerts" in urls, "\n".join(lines)
+        process.terminate()  # SIGTERM to the demo alone, as a supervisor or `kill` would
+        assert process.wait(timeout=60) != 0
+    finally:
+        stop(process)  # type: ignore[arg-type]
+        process.stdout.close()
+    for url in urls.values():
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(url, timeout=5, trust_env=False)
