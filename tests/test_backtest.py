@@ -212,8 +212,16 @@ def test_the_signal_and_threshold_of_an_alert_are_found_for_plots() -> None:
     signal, threshold = signal_of(
         rule, {"model_feature:model_feature_psi:1h", "model_alert:model_alert_threshold:effective"}
     )
-    assert signal == 'model_feature:model_feature_psi:1h{feature!="__prediction__"}'
+    assert signal == ['model_feature:model_feature_psi:1h{feature!="__prediction__"}']
     assert threshold == 'model_alert:model_alert_threshold:effective{alert="psi_warning"}'
+    guarded = AlertRule(
+        "ModelGroundTruthMissing",
+        "model:model_outcomes:coverage1h < 0.01 and on (model, version) x >= on (model) "
+        'group_left () model_alert:model_alert_threshold:effective{alert="min_samples"}',
+        {}, {}, 0, 0, "g", None,
+    )  # fmt: skip
+    assert signal_of(guarded, {"model:model_outcomes:coverage1h"}) == (
+        ["model:model_outcomes:coverage1h"], None)  # fmt: skip
 
 
 def test_keep_firing_for_holds_a_firing_alert_through_a_gap() -> None:
@@ -226,6 +234,19 @@ def test_keep_firing_for_holds_a_firing_alert_through_a_gap() -> None:
         (0.0, 60.0, 180.0), (240.0, None, 300.0)]  # fmt: skip
     # Missing from 300 on: kept while missing for less than 120 s, ended at the 420 evaluation.
     assert [(e.active_at, e.fired_at, e.ended_at) for e in kept] == [(0.0, 60.0, 420.0)]
+
+
+def test_an_alert_stays_one_alert_when_another_window_takes_over() -> None:
+    # ModelFeatureDriftPSI ORs its windows: the 2m window's series holds, then the 15m window's.
+    # Prometheus drops the metric name from alert labels, so it is one alert throughout.
+    from exporter.backtest.engine import alert_series
+
+    short = (("__name__", "psi_excess:2m"), ("feature", "f"), ("model", "m"))
+    long = (("__name__", "psi_excess:15m"), ("feature", "f"), ("model", "m"))
+    merged = alert_series({short: {0.0: 1.0, 60.0: 1.0}, long: {120.0: 1.0, 180.0: 1.0}})
+    assert list(merged) == [(("feature", "f"), ("model", "m"))]
+    episodes = run_state_machine(merged, [0.0, 60.0, 120.0, 180.0, 240.0], 60)
+    assert [(e.active_at, e.fired_at, e.ended_at) for e in episodes] == [(0.0, 60.0, 240.0)]
 
 
 def test_log_mistakes_are_named(tmp_path: Path) -> None:

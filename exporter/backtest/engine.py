@@ -41,10 +41,9 @@ class AlertResult:
 
     rule: AlertRule
     episodes: list[Episode]
-    #: The compared series and the threshold, by series labels, for the plots (may be empty).
-    signal: Series = field(default_factory=dict)
+    #: The compared series (one query per window) and the threshold, for the plots.
+    signals: dict[str, Series] = field(default_factory=dict)
     threshold: Series = field(default_factory=dict)
-    signal_query: str | None = None
     threshold_query: str | None = None
 
 
@@ -113,7 +112,7 @@ def run_backtest(
             stamps = [
                 round(first + i * step, 3) for i in range(int((summary.end - first) // step) + 1)
             ]
-            values = server.query_range(rule.expr, first, summary.end, step)
+            values = alert_series(server.query_range(rule.expr, first, summary.end, step))
             episodes = run_state_machine(values, stamps, rule.for_seconds,
                                          rule.keep_firing_for_seconds, rule_labels={
                                              **rule.labels, "alertname": rule.alert})  # fmt: skip
@@ -126,6 +125,20 @@ def run_backtest(
                           log.phases, timings)  # fmt: skip
 
 
+def alert_series(series: Series) -> Series:
+    """The expression's series as Prometheus turns them into alerts: without the metric name.
+
+    An alert that ORs several windows returns, from one evaluation to the next, the series of
+    whichever window holds (``psi_excess:2m`` now, ``psi_excess:15m`` later); Prometheus drops
+    ``__name__`` from an alert's labels, so it stays one alert across that switch.
+    """
+    merged: Series = {}
+    for key, values in series.items():
+        labels = tuple(pair for pair in key if pair[0] != "__name__")
+        merged.setdefault(labels, {}).update(values)
+    return merged
+
+
 def _backfill_and_drop(tools: Tools, path: Path, tsdb: Path) -> None:
     backfill_openmetrics(tools, path, tsdb)
     path.unlink()
@@ -133,11 +146,11 @@ def _backfill_and_drop(tools: Tools, path: Path, tsdb: Path) -> None:
 
 def _add_signal(result: AlertResult, server: PrometheusOnBlocks, recorded: set[str],
                 start: float, end: float, step: float) -> None:  # fmt: skip
-    signal, threshold = signal_of(result.rule, recorded)
+    signals, threshold = signal_of(result.rule, recorded)
     plot_step = max(step, math.ceil((end - start) / PLOT_POINTS / step) * step)
-    result.signal_query, result.threshold_query = signal, threshold
-    if signal is not None:
-        result.signal = server.query_range(signal, start, end, plot_step)
+    result.threshold_query = threshold
+    for query in signals:
+        result.signals[query] = server.query_range(query, start, end, plot_step)
     if threshold is not None:
         result.threshold = server.query_range(threshold, start, end, plot_step)
 

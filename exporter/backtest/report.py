@@ -17,7 +17,6 @@ from typing import Any
 
 from exporter.backtest.alerts import Episode
 from exporter.backtest.engine import AlertResult, BacktestResult, matching
-from exporter.backtest.rules import AlertRule
 
 #: Labels that tell one alert of a rule from another in the table.
 SHOWN_LABELS = ("model", "version", "feature")
@@ -121,7 +120,8 @@ def write_html(result: BacktestResult, path: Path) -> None:
     path.write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>Backtest</title>"
         "<style>body{font-family:sans-serif;margin:2em}pre{font-size:12px}"
-        "h2{font-size:15px;margin-top:2em}svg{border:1px solid #ddd}</style></head><body>"
+        "h2{font-size:15px;margin-top:2em}svg{border:1px solid #ddd}ul.legend{list-style:none;"
+        "padding:0;font-size:13px}p.note{font-size:12px;color:#555}</style></head><body>"
         f"<h1>Backtest</h1><pre>{table}</pre>{body}</body></html>\n",
         encoding="utf-8",
     )
@@ -134,23 +134,41 @@ def _by_series(episodes: Sequence[Episode]) -> list[tuple[dict[str, str], list[E
     return [(dict(key), found) for key, found in groups.items()]
 
 
+#: Colours of the signals (one per window), then of the threshold.
+SIGNAL_COLOURS = ("#1d4ed8", "#059669", "#7c3aed", "#d97706", "#0891b2")
+THRESHOLD_COLOUR = "#dc2626"
+
+
 def _section(result: BacktestResult, alert: AlertResult, labels: dict[str, str],
              episodes: list[Episode]) -> str:  # fmt: skip
     rule = alert.rule
     title = f"{rule.alert} ({rule.severity}) {_where(labels)}"
-    signal = matching(alert.signal, labels, SHOWN_LABELS)
+    lines = [
+        (query, matching(series, labels, SHOWN_LABELS), colour)
+        for (query, series), colour in zip(alert.signals.items(), SIGNAL_COLOURS, strict=False)
+    ]
     threshold = matching(alert.threshold, labels, ("model",))
-    what = html.escape(alert.signal_query or "the alert expression's value")
-    limit = html.escape(alert.threshold_query or "none")
-    svg = _svg(result, rule, signal, threshold, episodes)
-    return f"<h2>{html.escape(title)}</h2><p>signal: <code>{what}</code>; threshold: " \
-           f"<code>{limit}</code></p>{svg}"  # fmt: skip
+    legend = "".join(
+        f"<li><span style='color:{colour}'>&#9632;</span> <code>{html.escape(query)}</code></li>"
+        for query, _, colour in lines
+    )
+    if alert.threshold_query:
+        legend += (
+            f"<li><span style='color:{THRESHOLD_COLOUR}'>&#9632;</span> threshold "
+            f"<code>{html.escape(alert.threshold_query)}</code></li>"
+        )
+    svg = _svg(result, [(s, c) for _, s, c in lines] + [(threshold, THRESHOLD_COLOUR)], episodes)
+    return (
+        f"<h2>{html.escape(title)}</h2><ul class='legend'>{legend}</ul>{svg}"
+        "<p class='note'>Shaded: pending (yellow), firing (red). Dashed: the log's phases.</p>"
+    )
 
 
-def _svg(result: BacktestResult, rule: AlertRule, signal: dict[Any, dict[float, float]],
-         threshold: dict[Any, dict[float, float]], episodes: list[Episode]) -> str:  # fmt: skip
-    values = [v for s in (*signal.values(), *threshold.values()) for v in s.values()]
+def _svg(result: BacktestResult, lines: list[tuple[dict[Any, dict[float, float]], str]],
+         episodes: list[Episode]) -> str:  # fmt: skip
+    values = [v for series, _ in lines for s in series.values() for v in s.values()]
     values += [e.peak for e in episodes if math.isfinite(e.peak)]
+    values = [v for v in values if math.isfinite(v)]
     low, high = (min(values), max(values)) if values else (0.0, 1.0)
     if high <= low:
         high = low + 1.0
@@ -178,9 +196,10 @@ def _svg(result: BacktestResult, rule: AlertRule, signal: dict[Any, dict[float, 
             f"stroke='#555' stroke-dasharray='4 3'/><text x='{x(at) + 3:.1f}' y='{MARGIN - 4}' "
             f"font-size='11'>{html.escape(name)}</text>"
         )
-    for points, colour in ((signal, "#1d4ed8"), (threshold, "#dc2626")):
-        for line in points.values():
-            path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in sorted(line.items()))
+    for series, colour in lines:
+        for line in series.values():
+            points = [(t, v) for t, v in sorted(line.items()) if math.isfinite(v)]
+            path = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
             if path:
                 parts.append(f"<polyline fill='none' stroke='{colour}' points='{path}'/>")
     parts.append(

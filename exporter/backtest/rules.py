@@ -158,20 +158,32 @@ def write_rule_file(path: Path, rules: Sequence[RecordingRule]) -> None:
     path.write_text(yaml.safe_dump({"groups": list(groups.values())}, sort_keys=False))
 
 
-def signal_of(rule: AlertRule, recorded: set[str]) -> tuple[str | None, str | None]:
-    """The series an alert compares and the threshold it compares with, for plots.
+#: Recorded series that are evidence guards, not signals: counts, the G-test, bins.
+_GUARDS = re.compile(r":(increase|count)\w*$|_g:|_bins:")
 
-    The signal is the first recorded series the expression reads that is not a threshold; the
-    threshold is the first ``...threshold...{alert="KEY"}`` selector. Either is ``None`` when the
-    expression has none (an ``absent()`` or ``up == 0`` alert).
+
+def signal_of(rule: AlertRule, recorded: set[str]) -> tuple[list[str], str | None]:
+    """The series an alert compares and the threshold it compares them with, for plots.
+
+    The signals are the recorded series the expression reads, in order, other than thresholds
+    and evidence guards (counts, the G-test): one per window for an alert that combines windows.
+    The threshold is the first ``...threshold...{alert="KEY"}`` selector other than the sample-size
+    guard. Either is empty (``None``) when the expression has none (an ``absent()`` or ``up == 0``
+    alert).
     """
-    signal = None
+    signals: list[str] = []
     for match in _NAME.finditer(rule.expr):
         name = match.group(0)
-        if name in recorded and "threshold" not in name:
+        if name in recorded and "threshold" not in name and not _GUARDS.search(name):
             rest = rule.expr[match.end() :]
             selector = re.match(r"\{[^}]*\}", rest)
-            signal = name + (selector.group(0) if selector else "")
-            break
-    threshold = re.search(r"[a-zA-Z_:]*threshold[a-zA-Z_:]*\{[^}]*\}", rule.expr)
-    return signal, threshold.group(0) if threshold else None
+            found = name + (selector.group(0) if selector else "")
+            if not any(s.split("{")[0] == name for s in signals):
+                signals.append(found)
+    # The sample-size guard (min_samples) is a threshold of the evidence, not of the signal.
+    thresholds = [
+        m.group(0)
+        for m in re.finditer(r"[a-zA-Z_:]*threshold[a-zA-Z_:]*\{[^}]*\}", rule.expr)
+        if 'alert="min_samples"' not in m.group(0)
+    ]
+    return signals, thresholds[0] if thresholds else None

@@ -186,11 +186,18 @@ def backfill_recording_rules(
     read what the previous one wrote.
     """
     levels = recording_levels(rules)
+    # One path for every level's file: Prometheus (and promtool) offsets each group's evaluations
+    # within the interval by a hash of its file and name. Live, the rules of one group run at one
+    # timestamp in order, so a rule reads what the rules before it recorded at that timestamp;
+    # with a file per level, each level would run at another offset and read the previous
+    # level's values up to an interval old, inconsistently (a window's shares would not sum to 1
+    # while its counts grow).
+    rule_file = server.work / "recording-rules" / "recording.yml"
+    rule_file.parent.mkdir(parents=True, exist_ok=True)
     for number, level in enumerate(levels, 1):
         progress(f"recording rules, level {number} of {len(levels)}: {len(level)} rules")
         with tempfile.TemporaryDirectory(dir=server.work) as scratch:
             scratch_dir = Path(scratch)
-            rule_file = scratch_dir / "rules.yml"
             write_rule_file(rule_file, level)
             output = scratch_dir / "blocks"
             output.mkdir()
