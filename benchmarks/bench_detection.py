@@ -9,7 +9,8 @@ config, evaluated by the real Prometheus and promtool:
 * faults injected after a stable hour and stopped hours later: the delay from the injection (for
   ``mae``/``degrade``, from the first corrupted ground truth's arrival) to the first firing alert
   that names it, at the severity the goal names, and the time from recovery until the last alert
-  it raised has resolved.
+  it raised has resolved; an alert that fires before the injection, or goes pending after the
+  recovery, is a false alert.
 
 at 0.05, 1 and 20 predictions per second. Usage::
 
@@ -145,8 +146,10 @@ def run_case(case: Case, work_root: str) -> Outcome:
         if case.scenario in ("mae", "degrade"):
             start = _first_corrupted_truth(log) or start
         names, severity = EXPECTED[case.scenario]
+        # Alerts that fire while traffic is stable: before the fault, or raised after it ended.
         before = [(r, e) for r, e in fired if e.fired_at < log.injected_at]
-        outcome.false_alerts = [_name(r, e) for r, e in before]
+        after_recovery = [(r, e) for r, e in fired if e.active_at >= log.recovered_at]
+        outcome.false_alerts = [_name(r, e) for r, e in before + after_recovery]
         after = [(r, e) for r, e in fired if e.fired_at >= log.injected_at]
         named = [(r, e) for r, e in after if r.alert in names]
         ranked = [(r, e) for r, e in named if severity == "warning" or r.severity == "critical"]
