@@ -337,9 +337,11 @@ def run_stack(scenario: str, duration: float, data_dir: Path) -> int:
         print("\nstopping the demo stack")
         return EXIT_INTERRUPTED
     finally:
-        if watcher is not None:
-            watcher.stop()
-        stack.stop()
+        try:
+            if watcher is not None:
+                watcher.stop()
+        finally:
+            stack.stop()
 
 
 def _finish(
@@ -458,16 +460,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", default="data/demo", help="state and logs (wiped at start)")
 
 
-def _exit_on_sigterm(signum: int, frame: object) -> None:
-    # SystemExit unwinds run_stack's `finally`, which stops every process the demo started;
-    # Python's default SIGTERM would end this process at once and leave them running.
-    raise SystemExit(128 + signum)
+class _Terminated:
+    """Whether SIGTERM arrived: the run then ends as an interrupted one, with status 143."""
+
+    seen = False
+
+
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    # Handled as Ctrl-C: inside the traffic's event loop asyncio turns SIGINT into a clean
+    # cancellation of its tasks, elsewhere it is a KeyboardInterrupt; either way run_stack's
+    # `finally` stops every process the demo started. Raising SystemExit here instead landed
+    # inside whichever task was running and could be swallowed with it, leaving the children up;
+    # Python's default SIGTERM would end this process at once and leave them running too.
+    _Terminated.seen = True
+    signal.raise_signal(signal.SIGINT)
 
 
 def run(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
-        return run_stack(args.scenario, args.duration, Path(args.data_dir))
+        status = run_stack(args.scenario, args.duration, Path(args.data_dir))
+        return 128 + signal.SIGTERM if _Terminated.seen else status
     except (DemoError, ValueError) as exc:
         print(f"model-exporter demo-stack: {exc}", file=sys.stderr)
         return EXIT_SETUP

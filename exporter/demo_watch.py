@@ -104,7 +104,8 @@ class AlertWatcher:
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread is not None:
+        # A signal can interrupt start() between making the thread and starting it.
+        if self._thread is not None and self._thread.ident is not None:
             self._thread.join(timeout=2 * HTTP_TIMEOUT_SECONDS + self.interval)
 
     def _loop(self) -> None:

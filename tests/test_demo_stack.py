@@ -16,8 +16,10 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -236,6 +238,15 @@ def test_demo_stack_outside_a_checkout_exits_2_with_one_line(tmp_path: Path) -> 
     assert "needs a checkout of the repository" in result.stderr
 
 
+def test_watcher_stops_when_a_signal_came_before_its_thread_started() -> None:
+    # SIGTERM is handled as Ctrl-C, so it can interrupt start() between making the thread and
+    # starting it; stop() in run_stack's `finally` must not then raise instead of going on to
+    # stop the demo's processes.
+    watcher = demo_watch.AlertWatcher("http://127.0.0.1:9", None, None, print, clock=time.monotonic)
+    watcher._thread = threading.Thread(target=print)
+    watcher.stop()
+
+
 @pytest.mark.stack
 @pytest.mark.slow
 def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
@@ -257,7 +268,7 @@ def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         urls = _printed_urls(lines)
         assert "Prometheus: alerts" in urls, "\n".join(lines)
         process.terminate()  # SIGTERM to the demo alone, as a supervisor or `kill` would
-        assert process.wait(timeout=60) != 0
+        assert process.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
         stop(process)  # type: ignore[arg-type]
         process.stdout.close()
