@@ -4,15 +4,18 @@ The handlers read and check the raw JSON themselves, so that every mistake is an
 field and the reason and never with a framework error; FastAPI therefore cannot derive the bodies
 from a signature. They are described here instead, from the loaded config and reference profile,
 for ``/docs`` and for schema-based fuzzing (``tests/test_fuzz.py``). Each rule below mirrors a
-check in :mod:`exporter.service`; a body the schema allows is never refused for its shape.
+check in :mod:`exporter.service`; a body the schema allows is never refused for its shape. The
+types a watched feature's value may have are not written here but asked of :mod:`exporter.coerce`,
+whose verdicts the service's checks and the monitor both use.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from exporter import coerce
 from exporter.outcomes import Resolution
 
 JsonSchema = dict[str, Any]
@@ -21,11 +24,31 @@ JsonSchema = dict[str, Any]
 LARGEST_DOUBLE = 1.7976931348623157e308
 #: Longest ``prediction_id`` /feedback takes (the service's ``_check_outcome``).
 MAX_PREDICTION_ID_LENGTH = 256
+#: The bounds as exact integers: written as a float, the largest double's shortest decimal
+#: (1.7976931348623157e308) is about 8e291 below its exact value, and an integer between the
+#: two, which the service accepts (it is a double), would look out of the schema's range.
 _FINITE_NUMBER: JsonSchema = {
     "type": "number",
-    "minimum": -LARGEST_DOUBLE,
-    "maximum": LARGEST_DOUBLE,
+    "minimum": -int(LARGEST_DOUBLE),
+    "maximum": int(LARGEST_DOUBLE),
 }
+
+#: A value of each JSON type, as the service's parser hands it to the checks.
+_JSON_EXAMPLES: dict[str, Any] = {
+    "string": "text",
+    "number": 0.5,
+    "boolean": True,
+    "null": None,
+    "array": [],
+    "object": {},
+}
+
+
+def json_types(judge: Callable[[Any], object]) -> list[str]:
+    """The JSON types a watched value may have: those the library does not judge ``wrong_type``
+    (:mod:`exporter.coerce`), which are exactly those the service does not refuse with 422."""
+    return [kind for kind, example in _JSON_EXAMPLES.items() if judge(example) != coerce.WRONG_TYPE]
+
 
 _FIELD_ERRORS: JsonSchema = {
     "type": "object",
@@ -90,14 +113,17 @@ class ServiceDocs:
         """One instance: watched features are type-checked, any other is passed to the model."""
         text = {"type": "string", "maxLength": self.max_string_length}
         properties: dict[str, JsonSchema] = {}
+        # A number past a double is refused for a numeric feature (it would count as inf).
+        numeric = self._values(coerce.number, text, _FINITE_NUMBER)
+        categorical = self._values(coerce.category, text, {"type": "number"})
         for name in sorted(self.numeric):
             properties[name] = {
-                "anyOf": [_FINITE_NUMBER, {"type": "null"}],
+                "anyOf": numeric,
                 "description": "Numeric feature watched for drift; null counts as missing.",
             }
         for name in sorted(self.categorical):
             properties[name] = {
-                "anyOf": [text, {"type": ["number", "boolean", "null"]}],
+                "anyOf": categorical,
                 "description": "Categorical feature watched for drift; null counts as missing.",
             }
         return {
@@ -108,6 +134,20 @@ class ServiceDocs:
                 "anyOf": [text, {"type": ["number", "boolean", "null", "array", "object"]}]
             },
         }
+
+    @staticmethod
+    def _values(
+        judge: Callable[[Any], object], text: JsonSchema, number: JsonSchema
+    ) -> list[JsonSchema]:
+        """The schemas of a watched feature's values, by the types ``judge`` accepts."""
+        kinds = json_types(judge)
+        schemas = [text] if "string" in kinds else []
+        if "number" in kinds:
+            schemas.append(number)
+        others = [kind for kind in kinds if kind not in ("string", "number")]
+        if others:
+            schemas.append({"type": others[0] if len(others) == 1 else others})
+        return schemas
 
     def predict(self) -> dict[str, Any]:
         """Keyword arguments of the ``POST /predict`` route."""
@@ -159,8 +199,9 @@ class ServiceDocs:
 
     def feedback(self) -> dict[str, Any]:
         """Keyword arguments of the ``POST /feedback`` route."""
-        # A class may be any scalar; a list item's actual is only checked for being a scalar.
-        scalar = {"type": ["string", "number", "boolean"]}
+        # A class may be any scalar (null is no outcome); a list item's actual is only checked
+        # for being a scalar.
+        scalar = {"type": [kind for kind in json_types(coerce.category) if kind != "null"]}
         actual = _FINITE_NUMBER if self.task == "regression" else scalar
         listed = {"type": "array", "maxItems": self.max_batch, "items": self._outcome(scalar)}
         results = {
@@ -234,4 +275,4 @@ METRICS: dict[str, Any] = {
     }
 }
 
-__all__ = ["LARGEST_DOUBLE", "METRICS", "READYZ", "ServiceDocs"]
+__all__ = ["LARGEST_DOUBLE", "METRICS", "READYZ", "ServiceDocs", "json_types"]

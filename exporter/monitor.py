@@ -1,10 +1,11 @@
 """ModelMonitor: the instrumented inference wrapper.
 
-``observe`` is the hot path: per value a type check, a ``bisect`` into the reference edges, a stored
-counter child's ``inc`` and a few list additions, all under one lock. Drift statistics are computed
-by :meth:`ModelMonitor.drift`, at scrape time, cached, and never inside ``observe``. With a
-segmented profile (``segment_by``) each value also adds one to its segment's count; see
-:mod:`exporter.segments`.
+``observe`` is the hot path: per value a type check (:mod:`exporter.coerce`, which judges every
+value the monitor is given, row by row and in batches alike), a ``bisect`` into the reference
+edges, a stored counter child's ``inc`` and a few list additions, all under one lock. Drift
+statistics are computed by :meth:`ModelMonitor.drift`, at scrape time, cached, and never inside
+``observe``. With a segmented profile (``segment_by``) each value also adds one to its segment's
+count; see :mod:`exporter.segments`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,21 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from exporter import performance as perf
 from exporter import stats
+from exporter.coerce import (
+    ABSENT,
+    CATEGORY_REASONS,
+    NUMBER_REASONS,
+    VALID_CODE,
+    Categories,
+    Invalid,
+    Numbers,
+    categories,
+    category,
+    number,
+    numbers,
+)
+from exporter.coerce import confidence as judge_confidence
+from exporter.coerce import confidences as confidences_of
 from exporter.metrics import label_value, latency_buckets, state_for, warn_unless_latency_edges
 from exporter.outcomes import (
     MemoryOutcomeStore,
@@ -47,7 +63,6 @@ from exporter.profile import (
     ProfileError,
     ReferenceProfile,
     Segments,
-    category_key,
 )
 from exporter.segments import Expectation, IntArray, SegmentKey, count_slots, segments_by
 from exporter.windows import (
@@ -66,8 +81,10 @@ Task = Literal["classification", "regression"]
 TASKS: tuple[Task, ...] = ("classification", "regression")
 
 #: Reasons of ``model_input_invalid_total``; values with any of them stay out of drift statistics.
-NUMERIC_REASONS = ("missing", "nan", "inf", "wrong_type")
-CATEGORICAL_REASONS = ("missing", "wrong_type", "unknown_category")
+NUMERIC_REASONS: tuple[str, ...] = NUMBER_REASONS
+CATEGORICAL_REASONS: tuple[str, ...] = (*CATEGORY_REASONS, "unknown_category")
+#: The reasons a confidence can be invalid for (a missing one is no confidence, not invalid).
+CONFIDENCE_REASONS = ("wrong_type", "nan")
 #: ``feature`` label under which an invalid confidence is counted.
 CONFIDENCE = "__confidence__"
 #: ``feature`` label under which an invalid ground-truth value is counted.
@@ -87,8 +104,8 @@ NO_CONFIDENCE = "none"
 #: Every value of the ``confidence_bucket`` label (see ``confidence_thresholds``).
 CONFIDENCE_BUCKET_LABELS = ("low", "medium", "high", NO_CONFIDENCE)
 
-_ABSENT = object()
 _F = TypeVar("_F", bound=Callable[..., Any])
+_J = TypeVar("_J", Numbers, Categories)
 
 
 @dataclass(frozen=True)
@@ -187,9 +204,15 @@ class _NumericWatch:
         inst.reference_mean.labels(*labels, feature).set(ref.mean)
         inst.reference_std.labels(*labels, feature).set(ref.std)
 
-    def add(self, x: float) -> bool:
-        """Count a finite value (already validated) into bins, sums and the window; False when
-        it is out of the domain."""
+    def add(self, x: float | Invalid) -> bool:
+        """Count a value judged by :func:`exporter.coerce.number` into bins, sums and the
+        window, or count why it is invalid (its reason, or out of the domain); True when counted.
+
+        The caller judges (``add(number(value))``): one function call per value on the hot path.
+        """
+        if not isinstance(x, float):
+            self.invalid[x].inc()
+            return False
         if not self.low <= x <= self.high:
             self.invalid["out_of_domain"].inc()
             return False
@@ -203,27 +226,34 @@ class _NumericWatch:
         stream.reservoir.add(x)
         return True
 
-    def take(self, value: object) -> bool:
-        """Validate any value and count it, or count why it is invalid; True when counted."""
-        kind = type(value)
-        if kind is float:
-            x = cast(float, value)
-        elif kind is int or kind is bool or isinstance(value, (int, np.integer, np.floating)):
-            try:
-                x = float(value)  # type: ignore[arg-type]
-            except OverflowError:
-                self.invalid["inf"].inc()
-                return False
-        elif value is None or value is _ABSENT:
-            self.invalid["missing"].inc()
-            return False
-        else:
-            self.invalid["wrong_type"].inc()
-            return False
-        if x - x != 0.0:  # true for NaN and for +-inf, one comparison on the common path
-            self.invalid["nan" if x != x else "inf"].inc()
-            return False
-        return self.add(x)
+    def add_column(self, judged: Numbers, slots: IntArray | None) -> None:
+        """Count a column judged by :func:`exporter.coerce.numbers` as :meth:`add` counts its
+        values one by one; ``slots`` is each row's segment slot when segmented."""
+        for reason, count in judged.counts().items():
+            self.invalid[reason].inc(count)
+        counted = judged.codes == VALID_CODE
+        finite = judged.values[counted]
+        if self.low > -math.inf or self.high < math.inf:
+            inside = (finite >= self.low) & (finite <= self.high)
+            outside = int(finite.size - inside.sum())
+            if outside:
+                self.invalid["out_of_domain"].inc(outside)
+            finite = finite[inside]
+            counted[counted] = inside
+        if finite.size == 0:
+            return
+        if slots is not None and self.expectation is not None:
+            count_slots(self.stream.live, self.segment_base, slots[counted],
+                        self.expectation.width)  # fmt: skip
+        counts = np.bincount(
+            np.searchsorted(self.edges_array, finite, side="right"), minlength=self.positive
+        )
+        live = self.stream.live
+        for i in np.flatnonzero(counts).tolist():
+            live[i] += float(counts[i])
+        live[self.positive] += float(finite[finite > 0].sum())
+        live[self.negative] += float(-finite[finite < 0].sum())
+        self.stream.reservoir.add_many(finite)
 
 
 class _CategoricalWatch:
@@ -261,23 +291,12 @@ class _CategoricalWatch:
         for label, share in zip(bins, ref.reference_share, strict=True):
             inst.reference_ratio.labels(*labels, feature, label).set(share)
 
-    def take(self, value: object) -> bool:
-        """Validate any value and count it, or count why it is invalid; True when counted."""
-        if type(value) is str:
-            key: str | None = value
-        elif value is _ABSENT:
-            key = None
-        elif isinstance(value, (list, dict, tuple, set, bytes)):
-            self.invalid["wrong_type"].inc()
+    def add_key(self, key: str | Invalid, count: int = 1) -> bool:
+        """Count ``count`` values judged by :func:`exporter.coerce.category` (the caller judges,
+        as for :meth:`_NumericWatch.add`), or why they are invalid; True when counted."""
+        if isinstance(key, Invalid):
+            self.invalid[key].inc(count)
             return False
-        else:
-            key = category_key(value)
-        if key is None:
-            self.invalid["missing"].inc()
-            return False
-        return self.add_key(key)
-
-    def add_key(self, key: str, count: int = 1) -> bool:
         i = self.index.get(key)
         if i is None:
             if self.complete and key not in self.known:
@@ -287,9 +306,21 @@ class _CategoricalWatch:
         self.stream.live[i] += count
         return True
 
-    def accepts(self, key: Any) -> bool:
-        """Whether :meth:`add_key` would count this key (a batch's per-row validity)."""
-        return type(key) is str and (key in self.index or not self.complete or key in self.known)
+    def add_column(self, judged: Categories, slots: IntArray | None) -> None:
+        """Count a column judged by :func:`exporter.coerce.categories` as :meth:`add_key` counts
+        its values one by one: once per distinct key, with how many rows hold it."""
+        for reason, count in judged.counts().items():
+            self.invalid[reason].inc(count)
+        rows = np.flatnonzero(judged.codes == VALID_CODE)
+        if not rows.size:
+            return
+        positions, distinct = pd.factorize(judged.keys[rows])
+        counts = np.bincount(positions, minlength=len(distinct)).tolist()
+        counted = [self.add_key(key, n) for key, n in zip(distinct.tolist(), counts, strict=True)]
+        if slots is not None and self.expectation is not None:
+            kept = rows[np.asarray(counted, dtype=bool)[positions]]
+            count_slots(self.stream.live, self.segment_base, slots[kept],
+                        self.expectation.width)  # fmt: skip
 
 
 class ModelMonitor:
@@ -450,7 +481,7 @@ class ModelMonitor:
         self._duration = inst.duration.labels(*self._labels)
         self._confidence = inst.confidence.labels(*self._labels)
         self._confidence_invalid = {
-            r: inst.invalid.labels(*self._labels, CONFIDENCE, r) for r in ("wrong_type", "nan")
+            r: inst.invalid.labels(*self._labels, CONFIDENCE, r) for r in CONFIDENCE_REASONS
         }
         self._output_invalid = {
             r: inst.invalid.labels(*self._labels, OUTPUT, r) for r in NUMERIC_REASONS
@@ -593,7 +624,8 @@ class ModelMonitor:
 
         Never raises for bad input: each invalid value is counted in
         ``model_input_invalid_total{feature, reason}`` and kept out of the drift statistics while
-        the rest of the row still counts.
+        the rest of the row, the prediction and its outcome-store entry still count. Values are
+        judged by :mod:`exporter.coerce`, which never raises, so no value can stop the others.
         """
         pid = prediction_id if prediction_id is not None else f"{self._id_prefix}{next(self._ids)}"
         try:
@@ -601,16 +633,22 @@ class ModelMonitor:
             with self._lock:
                 if now >= self._next_due:
                     self._housekeeping()
-                self._take_row(features)
+                try:
+                    self._take_row(features)
+                except Exception:  # a mapping that cannot be read: the output still counts
+                    self._internal_error("read a row's features")
                 output = self._take_output(prediction, confidence)
             if latency_seconds is not None:
                 self.observe_latency(latency_seconds)
             if keep and output is not None:
                 self._remember(PendingPrediction(pid, now, self.version, *output))
         except Exception:  # monitoring must never break the prediction it monitors
-            self._monitor_errors.inc()
-            log.exception("model monitor %s failed to observe a prediction", self.name)
+            self._internal_error("observe a prediction")
         return pid
+
+    def _internal_error(self, what: str) -> None:
+        self._monitor_errors.inc()
+        log.exception("model monitor %s failed to %s", self.name, what)
 
     def pending(
         self, prediction_id: str, prediction: Any, confidence: Any
@@ -618,23 +656,13 @@ class ModelMonitor:
         """What the outcome store would keep for this prediction, or None when it is invalid.
 
         Counts nothing (``observe`` already did); for callers that store predictions themselves.
+        Judges the prediction and the confidence exactly as ``observe`` does.
         """
-        if self.task == "classification":
-            if isinstance(prediction, (list, dict, tuple, set, bytes)):
-                return None
-            key = prediction if type(prediction) is str else category_key(prediction)
-            if key is None:
-                return None
-            value: Any = key
-        elif _is_finite_number(prediction):
-            value = float(prediction)
-        else:
+        value = category(prediction) if self.task == "classification" else number(prediction)
+        if isinstance(value, Invalid):
             return None
-        valid = (
-            float(confidence)
-            if _is_finite_number(confidence) and 0.0 <= float(confidence) <= 1.0
-            else None
-        )
+        judged = judge_confidence(confidence)
+        valid = judged if isinstance(judged, float) else None
         return PendingPrediction(prediction_id, self._clock(), self.version, value, valid)
 
     def store_failed(self, exc: BaseException) -> None:
@@ -669,17 +697,18 @@ class ModelMonitor:
         key = self._segment_key
         if key is None:
             for numeric in self._numeric:
-                numeric.take(get(numeric.name, _ABSENT))
+                numeric.add(number(get(numeric.name, ABSENT)))
             for categorical in self._categorical:
-                categorical.take(get(categorical.name, _ABSENT))
+                categorical.add_key(category(get(categorical.name, ABSENT)))
             return
         # Segmented: each counted value also adds one to its segment's slot (see _flush).
-        slot = self._row_segment = key.take(get(key.name, None))
+        self._row_segment = key.overall  # until the segment value is read
+        slot = self._row_segment = key.take(get(key.name, ABSENT))
         for numeric in self._numeric:
-            if numeric.take(get(numeric.name, _ABSENT)):
+            if numeric.add(number(get(numeric.name, ABSENT))):
                 numeric.stream.live[numeric.segment_base + slot] += 1.0
         for categorical in self._categorical:
-            if categorical.take(get(categorical.name, _ABSENT)):
+            if categorical.add_key(category(get(categorical.name, ABSENT))):
                 categorical.stream.live[categorical.segment_base + slot] += 1.0
 
     def _take_output(
@@ -688,10 +717,9 @@ class ModelMonitor:
         """Count the output; returns the (prediction, confidence) worth keeping, or None."""
         bucket, valid_confidence = self._confidence_bucket(confidence)
         if self.task == "classification":
-            key = prediction if type(prediction) is str else category_key(prediction)
-            if key is None or isinstance(prediction, (list, dict, tuple, set)):
-                reason = "missing" if key is None else "wrong_type"
-                self._output_invalid[reason].inc()
+            key = category(prediction)
+            if isinstance(key, Invalid):
+                self._output_invalid[key].inc()
                 return None
             child = self._predicted.get((key, bucket))
             if child is None:
@@ -706,32 +734,27 @@ class ModelMonitor:
                 live[1] += valid_confidence
             return key, valid_confidence
         self._predicted[("", bucket)].inc()
+        x = number(prediction)
+        if isinstance(x, Invalid):
+            # The output watch's invalid counters are these same children.
+            self._output_invalid[x].inc()
+            return None
         numeric = self._output_numeric
-        # take() counts an invalid output itself.
-        if numeric is not None and numeric.take(prediction) and numeric.expectation is not None:
+        if numeric is not None and numeric.add(x) and numeric.expectation is not None:
             numeric.stream.live[numeric.segment_base + self._row_segment] += 1.0
-        finite = _is_finite_number(prediction)
-        if not finite and self._output_numeric is None:
-            self._output_invalid[_numeric_reason(prediction)].inc()
-        return (float(prediction), valid_confidence) if finite else None
+        return x, valid_confidence
 
     def _confidence_bucket(self, confidence: Any) -> tuple[str, float | None]:
-        if confidence is None:
+        judged = judge_confidence(confidence)
+        if isinstance(judged, Invalid):
+            child = self._confidence_invalid.get(judged)  # none for MISSING: no confidence given
+            if child is not None:
+                child.inc()
             return NO_CONFIDENCE, None
-        if type(confidence) is not float:
-            if not isinstance(confidence, (int, np.integer, np.floating)) or isinstance(
-                confidence, bool
-            ):
-                self._confidence_invalid["wrong_type"].inc()
-                return NO_CONFIDENCE, None
-            confidence = float(confidence)
-        if not 0.0 <= confidence <= 1.0:  # also false for NaN
-            self._confidence_invalid["nan" if confidence != confidence else "wrong_type"].inc()
-            return NO_CONFIDENCE, None
-        self._confidence.observe(confidence)
+        self._confidence.observe(judged)
         low, high = self._confidence_cuts
-        bucket = "low" if confidence < low else "high" if confidence >= high else "medium"
-        return bucket, confidence
+        bucket = "low" if judged < low else "high" if judged >= high else "medium"
+        return bucket, judged
 
     def count_invalid(self, feature: str, reason: str) -> None:
         """Count an invalid value found outside ``observe`` (e.g. a request refused for it)."""
@@ -782,10 +805,13 @@ class ModelMonitor:
     ) -> list[str]:
         """Count a batch of predictions at numpy speed; returns one prediction id per row.
 
-        ``frame`` is a DataFrame (or a mapping of columns) with one row per prediction. Missing
-        values in a column (None, NaN, pandas NA) count as ``missing``; non-numeric values in a
-        numeric column as ``wrong_type``; infinities as ``inf``. ``latency_seconds`` is the batch's
-        total inference time, recorded once.
+        ``frame`` is a DataFrame (or a mapping of columns) with one row per prediction. Each value
+        is judged as :meth:`observe` judges it (:mod:`exporter.coerce`): None, pandas NA and NaT
+        are ``missing``, a float NaN in a numeric column is ``nan`` (in a categorical one,
+        ``missing``), text in a numeric column is ``wrong_type``, infinities and integers past a
+        double are ``inf``; so a batch gives the counters of the same rows observed one by one.
+        No value makes it raise. ``latency_seconds`` is the batch's total inference time,
+        recorded once.
         """
         n_rows = len(predictions)
         # A batch number of its own keeps ids unique without a lock shared with observe().
@@ -796,15 +822,30 @@ class ModelMonitor:
             table = frame if isinstance(frame, pd.DataFrame) else pd.DataFrame(dict(frame))
             if len(table) != n_rows:
                 raise ValueError(f"frame has {len(table)} rows but {n_rows} predictions")
+            if confidences is not None and len(confidences) != n_rows:
+                raise ValueError(f"{len(confidences)} confidences for {n_rows} predictions")
+            # Judged before the lock: the judging is the costly part and touches no state.
+            key = self._segment_key
+            segment = table[key.name] if key is not None and key.name in table.columns else None
+            numeric = [(w, self._column(table, w.name, numbers)) for w in self._numeric]
+            categorical = [(w, self._column(table, w.name, categories)) for w in self._categorical]
+            judge_output = categories if self.task == "classification" else numbers
+            outputs = judge_output(predictions)
+            judged_confidences = confidences_of(confidences) if confidences is not None else None
             with self._lock:
                 self._housekeeping()
-                key = self._segment_key
-                slots = key.take_column(table, n_rows) if key is not None else None
-                for numeric in self._numeric:
-                    self._numeric_column(numeric, table, n_rows, slots)
-                for categorical in self._categorical:
-                    self._categorical_column(categorical, table, n_rows, slots)
-                kept = self._batch_output(predictions, confidences, n_rows, slots)
+                slots = key.take_column(segment, n_rows) if key is not None else None
+                for watch, column in numeric:
+                    if column is None:
+                        watch.invalid["missing"].inc(n_rows)
+                    else:
+                        watch.add_column(column, slots)
+                for category_watch, keys in categorical:
+                    if keys is None:
+                        category_watch.invalid["missing"].inc(n_rows)
+                    else:
+                        category_watch.add_column(keys, slots)
+                kept = self._batch_output(outputs, judged_confidences, n_rows, slots)
             if latency_seconds is not None:
                 self.observe_latency(latency_seconds)
             if kept:
@@ -812,125 +853,92 @@ class ModelMonitor:
                     *(PendingPrediction(ids[i], now, self.version, p, c) for i, p, c in kept)
                 )
         except Exception:
-            self._monitor_errors.inc()
-            log.exception("model monitor %s failed to observe a batch", self.name)
+            self._internal_error("observe a batch")
         return ids
 
-    def _numeric_column(
-        self, watch: _NumericWatch, table: pd.DataFrame, n_rows: int, slots: IntArray | None
-    ) -> None:
-        """Count a batch's column; ``slots`` is each row's segment slot when segmented."""
-        if watch.name not in table.columns:
-            watch.invalid["missing"].inc(n_rows)
-            return
-        column = table[watch.name]
-        if pd.api.types.is_bool_dtype(column):
-            column = column.astype("float64")
-        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        missing = column.isna().to_numpy()
-        wrong = np.isnan(values) & ~missing
-        infinite = np.isinf(values)
-        for reason, mask in (("missing", missing), ("wrong_type", wrong), ("inf", infinite)):
-            count = int(mask.sum())
-            if count:
-                watch.invalid[reason].inc(count)
-        counted = np.isfinite(values)
-        finite = values[counted]
-        if watch.low > -math.inf or watch.high < math.inf:
-            inside = (finite >= watch.low) & (finite <= watch.high)
-            outside = int(finite.size - inside.sum())
-            if outside:
-                watch.invalid["out_of_domain"].inc(outside)
-            finite = finite[inside]
-            counted[counted] = inside
-        if finite.size == 0:
-            return
-        if slots is not None and watch.expectation is not None:
-            count_slots(watch.stream.live, watch.segment_base, slots[counted],
-                        watch.expectation.width)  # fmt: skip
-        counts = np.bincount(
-            np.searchsorted(watch.edges_array, finite, side="right"), minlength=watch.positive
-        )
-        live = watch.stream.live
-        for i in np.flatnonzero(counts).tolist():
-            live[i] += float(counts[i])
-        live[watch.positive] += float(finite[finite > 0].sum())
-        live[watch.negative] += float(-finite[finite < 0].sum())
-        watch.stream.reservoir.add_many(finite)
-
-    def _categorical_column(
-        self, watch: _CategoricalWatch, table: pd.DataFrame, n_rows: int, slots: IntArray | None
-    ) -> None:
-        if watch.name not in table.columns:
-            watch.invalid["missing"].inc(n_rows)
-            return
-        keys = table[watch.name].map(_batch_key)
-        if slots is not None and watch.expectation is not None:
-            counted = np.fromiter(map(watch.accepts, keys.tolist()), dtype=bool, count=n_rows)
-            count_slots(watch.stream.live, watch.segment_base, slots[counted],
-                        watch.expectation.width)  # fmt: skip
-        counts = keys.value_counts(dropna=False)
-        for key, count in counts.items():
-            if key is None or (isinstance(key, float) and math.isnan(key)):
-                watch.invalid["missing"].inc(int(count))
-            elif key is _WRONG_TYPE:
-                watch.invalid["wrong_type"].inc(int(count))
-            else:
-                watch.add_key(str(key), int(count))
+    @staticmethod
+    def _column(table: pd.DataFrame, name: str, judge: Callable[[Any], _J]) -> _J | None:
+        """A feature's column judged, or None when the frame has no such column."""
+        return judge(table[name]) if name in table.columns else None
 
     def _batch_output(
         self,
-        predictions: Sequence[Any] | np.ndarray | pd.Series,
-        confidences: Sequence[float | None] | np.ndarray | pd.Series | None,
+        outputs: Numbers | Categories,
+        judged_confidences: Numbers | None,
         n_rows: int,
         slots: IntArray | None = None,
     ) -> list[tuple[int, Any, float | None]]:
-        """Count a batch's outputs; returns (row, prediction, confidence) of the rows to keep."""
-        if confidences is not None and len(confidences) != n_rows:
-            raise ValueError(f"{len(confidences)} confidences for {n_rows} predictions")
-        conf_list = list(confidences) if confidences is not None else [None] * n_rows
-        checked = [self._confidence_bucket(c) for c in conf_list]
-        buckets = [bucket for bucket, _ in checked]
-        if self.task == "classification":
-            valid = [c for _, c in checked if c is not None]
-            self._confidences.live[0] += len(valid)
-            self._confidences.live[1] += float(sum(valid))
-        if self.task == "regression":
-            for bucket, count in pd.Series(buckets).value_counts().items():
-                self._predicted[("", str(bucket))].inc(int(count))
-            values = list(predictions)
+        """Count a batch's judged outputs and confidences as :meth:`_take_output` counts them
+        row by row; returns (row, prediction, confidence) of the rows to keep."""
+        buckets = np.full(n_rows, CONFIDENCE_BUCKET_LABELS.index(NO_CONFIDENCE), dtype=np.int64)
+        confidence_values: list[float] = []
+        confidence_valid: list[bool] = [False] * n_rows
+        if judged_confidences is not None:
+            for reason, count in judged_confidences.counts().items():
+                child = self._confidence_invalid.get(reason)  # none for MISSING
+                if child is not None:
+                    child.inc(count)
+            valid = judged_confidences.codes == VALID_CODE
+            values = judged_confidences.values
+            for value in values[valid].tolist():  # in row order, as observe() adds them
+                self._confidence.observe(value)
+            low, high = self._confidence_cuts
+            # Indexes into CONFIDENCE_BUCKET_LABELS: low, medium, high (none stays elsewhere).
+            levels = np.where(values < low, 0, np.where(values >= high, 2, 1))
+            buckets[valid] = levels[valid]
+            confidence_values = values.tolist()
+            confidence_valid = valid.tolist()
+
+        def confidence_of(row: int) -> float | None:
+            return confidence_values[row] if confidence_valid[row] else None
+
+        if isinstance(outputs, Numbers):
+            counts = np.bincount(buckets, minlength=len(CONFIDENCE_BUCKET_LABELS))
+            for index in np.flatnonzero(counts).tolist():
+                label = CONFIDENCE_BUCKET_LABELS[index]
+                self._predicted[("", label)].inc(int(counts[index]))
             if self._output_numeric is not None:
-                table = pd.DataFrame({OUTPUT: pd.Series(values, dtype=object)})
-                self._numeric_column(self._output_numeric, table, n_rows, slots)
+                self._output_numeric.add_column(outputs, slots)  # counts invalid outputs too
             else:
-                for value in values:
-                    if not _is_finite_number(value):
-                        self._output_invalid[_numeric_reason(value)].inc()
-            return [
-                (i, float(v), checked[i][1]) for i, v in enumerate(values) if _is_finite_number(v)
-            ]
-        keys = [_batch_key(p) for p in predictions]
-        pairs: dict[tuple[str, str], int] = {}
-        kept: list[tuple[int, Any, float | None]] = []
-        for i, (key, bucket) in enumerate(zip(keys, buckets, strict=True)):
-            if key is None or key is _WRONG_TYPE:
-                self._output_invalid["missing" if key is None else "wrong_type"].inc()
-                continue
-            pair = (cast(str, key), bucket)
-            pairs[pair] = pairs.get(pair, 0) + 1
-            kept.append((i, key, checked[i][1]))
-        for (key, bucket), count in pairs.items():
-            child = self._predicted.get((key, bucket))
+                for reason, count in outputs.counts().items():
+                    self._output_invalid[reason].inc(count)
+            values_list = outputs.values.tolist()
+            rows = np.flatnonzero(outputs.codes == VALID_CODE).tolist()
+            return [(i, values_list[i], confidence_of(i)) for i in rows]
+
+        for reason, count in outputs.counts().items():
+            self._output_invalid[reason].inc(count)
+        kept_rows = np.flatnonzero(outputs.codes == VALID_CODE)
+        if not kept_rows.size:
+            return []
+        positions, distinct = pd.factorize(outputs.keys[kept_rows])
+        classes = distinct.tolist()
+        width = len(CONFIDENCE_BUCKET_LABELS)
+        pairs = np.bincount(positions * width + buckets[kept_rows], minlength=len(classes) * width)
+        for flat in np.flatnonzero(pairs).tolist():
+            key, label = classes[flat // width], CONFIDENCE_BUCKET_LABELS[flat % width]
+            child = self._predicted.get((key, label))
             if child is None:
-                child = self._predicted_child(key, bucket)
-            child.inc(count)
-            if self._output_categorical is not None:
-                self._output_categorical.add_key(key, count)
+                child = self._predicted_child(key, label)
+            child.inc(int(pairs[flat]))
         output = self._output_categorical
-        if slots is not None and output is not None and output.expectation is not None:
-            rows = np.asarray([i for i, _, _ in kept], dtype=np.int64)
-            count_slots(output.stream.live, output.segment_base, slots[rows],
-                        output.expectation.width)  # fmt: skip
+        if output is not None:
+            per_class = np.bincount(positions, minlength=len(classes)).tolist()
+            for key, count in zip(classes, per_class, strict=True):
+                output.add_key(key, count)
+            if slots is not None and output.expectation is not None:
+                count_slots(output.stream.live, output.segment_base, slots[kept_rows],
+                            output.expectation.width)  # fmt: skip
+        # Expected accuracy: the confidences of the kept predictions, in row order as observe().
+        live = self._confidences.live
+        keys_list = outputs.keys.tolist()
+        kept: list[tuple[int, Any, float | None]] = []
+        for i in kept_rows.tolist():
+            kept_confidence = confidence_of(i)
+            if kept_confidence is not None:
+                live[0] += 1.0
+                live[1] += kept_confidence
+            kept.append((i, keys_list[i], kept_confidence))
         return kept
 
     # -- classes -------------------------------------------------------------------------------
@@ -1184,19 +1192,14 @@ class ModelMonitor:
             log.exception("model monitor %s failed to record an outcome", self.name)
             return Resolution.UNAVAILABLE
 
-    def _valid_actual(self, actual: Any) -> Any:
-        if self.task == "regression":
-            if _is_finite_number(actual):
-                return float(actual)
-            self._actual_invalid[_numeric_reason(actual)].inc()
+    def _valid_actual(self, actual: Any) -> str | float | None:
+        """The actual judged as this task's predictions are (a number for a regression, a
+        class otherwise); None after counting why it is invalid."""
+        value = number(actual) if self.task == "regression" else category(actual)
+        if isinstance(value, Invalid):
+            self._actual_invalid[value].inc()
             return None
-        if isinstance(actual, (list, dict, tuple, set, bytes)):
-            self._actual_invalid["wrong_type"].inc()
-            return None
-        key = actual if type(actual) is str else category_key(actual)
-        if key is None:
-            self._actual_invalid["missing"].inc()
-        return key
+        return value
 
     def _count_outcome(self, pending: PendingPrediction, actual: Any, now: float) -> None:
         self._delay.observe(max(0.0, now - pending.created_at))
@@ -1416,25 +1419,7 @@ def _safe(text: str) -> str:
     return "".join(c if c.isalnum() or c in "._" else "_" for c in text)[:64]
 
 
-class _WrongType:
-    def __repr__(self) -> str:
-        return "<wrong type>"
-
-
-_WRONG_TYPE = _WrongType()
-
-
-def _batch_key(value: Any) -> Any:
-    if type(value) is str:
-        return value
-    if isinstance(value, (list, dict, tuple, set, bytes)):
-        return _WRONG_TYPE
-    if value is pd.NA or value is pd.NaT:
-        return None
-    return category_key(value)
-
-
-def _absent_getter(name: str, default: Any = None) -> Any:
+def _absent_getter(name: str, default: Any = ABSENT) -> Any:
     return default
 
 
@@ -1457,22 +1442,3 @@ def _default_output(result: Any) -> tuple[Any, float | None]:
 
 def _finite_or_none(value: float) -> float | None:
     return value if math.isfinite(value) else None
-
-
-def _is_finite_number(value: Any) -> bool:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        return False
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
-def _numeric_reason(value: Any) -> str:
-    if value is None:
-        return "missing"
-    if isinstance(value, (float, np.floating)):
-        return "nan" if value != value else "inf"
-    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
-        return "inf"
-    return "wrong_type"

@@ -80,11 +80,32 @@ class OutcomeStore(Protocol):
     def close(self) -> None: ...
 
 
-def encode(value: Any) -> str:
-    """Canonical JSON of a prediction or outcome, so equal values compare equal as text."""
-    if isinstance(value, float) and value.is_integer() and math.isfinite(value):
-        value = int(value)
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=False)
+def encode(value: str | float) -> str:
+    """Canonical JSON of a prediction or an outcome, so equal values compare equal as text.
+
+    The monitor hands over only what :mod:`exporter.coerce` made of them: a class's key (a
+    ``str``) or a finite number (a ``float``). A whole number is written as an integer (``3``),
+    as stores have always written it, so an outcome sent again after an upgrade is still a
+    duplicate, not a conflict. Anything else is a bug of the caller: TypeError, ValueError for a
+    NaN or an infinity.
+    """
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        number = float(value)
+        if not math.isfinite(number):
+            raise ValueError(f"an outcome store keeps finite numbers, not {value!r}")
+        return json.dumps(int(number) if number.is_integer() else number)
+    raise TypeError(f"an outcome store keeps classes and numbers, not {type(value).__name__}")
+
+
+def decode(text: str) -> str | float:
+    """The value :func:`encode` wrote: a class's key, or a number as a ``float`` (as the memory
+    store keeps it, so both stores hand back the same prediction)."""
+    value = json.loads(text)
+    if isinstance(value, str):
+        return value
+    return float(value)
 
 
 class MemoryOutcomeStore:
@@ -354,7 +375,7 @@ class SqliteOutcomeStore:
                 if row is None or now - row[0] > self.ttl_seconds:
                     db.execute("COMMIT")
                     return Resolved(Resolution.UNKNOWN)
-                pending = PendingPrediction(prediction_id, row[0], row[1], json.loads(row[2]),
+                pending = PendingPrediction(prediction_id, row[0], row[1], decode(row[2]),
                                             row[3])  # fmt: skip
                 if row[4] is None:
                     db.execute("UPDATE predictions SET actual = ? WHERE id = ?",

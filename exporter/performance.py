@@ -54,14 +54,18 @@ def regression_metrics(totals: npt.ArrayLike) -> dict[str, float | None]:
         "correlation": None,
     }
     if n > 1:
+        # Products, not ``** 2``: a float power raises OverflowError where a product gives inf,
+        # and values near 1e200 are valid numbers; with an infinite sum there is no correlation.
         cov = n * t["pred_act"] - t["pred_sum"] * t["act_sum"]
-        var_pred = n * t["pred_sq"] - t["pred_sum"] ** 2
-        var_act = n * t["act_sq"] - t["act_sum"] ** 2
+        var_pred = n * t["pred_sq"] - t["pred_sum"] * t["pred_sum"]
+        var_act = n * t["act_sq"] - t["act_sum"] * t["act_sum"]
         # Relative tolerance: one-pass variances of a constant are rounding noise, not spread.
         scale_pred = max(n * t["pred_sq"], 1e-300)
         scale_act = max(n * t["act_sq"], 1e-300)
-        if var_pred > 1e-12 * scale_pred and var_act > 1e-12 * scale_act:
-            metrics["correlation"] = max(-1.0, min(1.0, cov / math.sqrt(var_pred * var_act)))
+        spread = var_pred > 1e-12 * scale_pred and var_act > 1e-12 * scale_act
+        correlation = cov / math.sqrt(var_pred * var_act) if spread else math.nan
+        if math.isfinite(correlation):
+            metrics["correlation"] = max(-1.0, min(1.0, correlation))
     for w in WITHIN:
         metrics[f"within_{int(w)}"] = _ratio(t[f"within_{int(w)}"], n)
     return metrics

@@ -42,6 +42,9 @@ from pydantic import (
 
 from exporter import stats
 
+# Re-exported: the profile keys categories as the monitor judges them.
+from exporter.coerce import category_key as category_key
+
 #: Version of the JSON layout; bumped when a reader of the old layout would misread the new one.
 #: ``labels`` and ``segments`` were added without a bump: each is optional and left out of the file
 #: when absent, so a file without them is exactly the layout every reader of version 1 reads (a
@@ -560,24 +563,6 @@ def _profile_numeric(
         max=float(finite.max()),
         sample=np.sort(kept).tolist(),
     )
-
-
-def category_key(value: Any) -> str | None:
-    """The string a category value is compared as; ``None`` for a missing value.
-
-    Whole floats compare as integers (``3.0`` and ``3`` are the same category) because pandas turns
-    an integer column with gaps into floats.
-    """
-    if value is None:
-        return None
-    if isinstance(value, float):
-        if math.isnan(value):
-            return None
-        if value.is_integer():
-            return str(int(value))
-    if isinstance(value, np.generic):
-        return category_key(value.item())
-    return str(value)
 
 
 def _profile_categorical(column: pd.Series, name: str, top_k: int) -> CategoricalFeature:

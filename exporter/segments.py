@@ -25,12 +25,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from exporter.coerce import VALID_CODE, Invalid, categories, category, number, numbers
 from exporter.metrics import Instruments, label_value
 from exporter.profile import (
     OUTPUT,
@@ -39,13 +40,10 @@ from exporter.profile import (
     ReferenceProfile,
     Segments,
     SegmentShares,
-    category_key,
 )
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-
-_CONTAINERS = (list, dict, tuple, set, bytes)
 
 
 def segments_by(reference: ReferenceProfile | None, segment_by: str) -> Segments:
@@ -69,10 +67,10 @@ class SegmentKey:
     """The segment feature of each row, turned into a *slot*: the index of its segment in the
     profile's ``segments.values``, or :attr:`overall` for a value without a reference of its own.
 
-    Values are checked by the same rules as a watched feature of the same kind (missing, NaN,
-    infinite, wrong type, out of the domain, unknown category) and counted in ``invalid`` when
-    they break one; such a row's other features are then compared with the overall reference.
-    ``invalid`` maps each reason to its counter child (``out_of_domain`` only with a domain).
+    Values are judged as a watched feature of the same kind is (:mod:`exporter.coerce`, then the
+    domain and the known categories) and counted in ``invalid`` when invalid; such a row's other
+    features are then compared with the overall reference. ``invalid`` maps each reason to its
+    counter child (``out_of_domain`` only with a domain).
     """
 
     __slots__ = ("name", "numeric", "invalid", "low", "high", "slot_of", "overall", "width",
@@ -115,18 +113,12 @@ class SegmentKey:
     # -- one row -------------------------------------------------------------------------------
 
     def take(self, value: object) -> int:
-        """The slot of one row's value (``None`` when the row has none); counts invalid ones."""
+        """The slot of one row's value (``ABSENT`` when the row has none); counts invalid ones."""
         if self.numeric:
             return self._take_number(value)
-        if type(value) is str:
-            key: str | None = value
-        elif isinstance(value, _CONTAINERS):
-            self.invalid["wrong_type"].inc()
-            return self.overall
-        else:
-            key = category_key(value)
-        if key is None:
-            self.invalid["missing"].inc()
+        key = category(value)
+        if isinstance(key, Invalid):
+            self.invalid[key].inc()
             return self.overall
         slot = self.slot_of.get(key)
         if slot is None:
@@ -136,23 +128,9 @@ class SegmentKey:
         return slot
 
     def _take_number(self, value: object) -> int:
-        kind = type(value)
-        if kind is float:
-            x = cast(float, value)
-        elif kind is int or kind is bool or isinstance(value, (int, np.integer, np.floating)):
-            try:
-                x = float(value)  # type: ignore[arg-type]
-            except OverflowError:
-                self.invalid["inf"].inc()
-                return self.overall
-        elif value is None:
-            self.invalid["missing"].inc()
-            return self.overall
-        else:
-            self.invalid["wrong_type"].inc()
-            return self.overall
-        if x - x != 0.0:  # NaN or infinite
-            self.invalid["nan" if x != x else "inf"].inc()
+        x = number(value)
+        if isinstance(x, Invalid):
+            self.invalid[x].inc()
             return self.overall
         if not self.low <= x <= self.high:
             self.invalid["out_of_domain"].inc()
@@ -161,37 +139,32 @@ class SegmentKey:
 
     # -- a batch -------------------------------------------------------------------------------
 
-    def take_column(self, table: pd.DataFrame, n_rows: int) -> IntArray:
-        """The slot of every row of a batch; counts invalid values as :meth:`take` does (and as
-        the monitor's batch path counts a watched column)."""
+    def take_column(self, column: pd.Series | None, n_rows: int) -> IntArray:
+        """The slot of every row of a batch (``column`` is None when the batch has no such
+        column); counts invalid values as :meth:`take` does, judged by the same rules."""
         slots = np.full(n_rows, self.overall, dtype=np.int64)
-        if self.name not in table.columns:
+        if column is None:
             self.invalid["missing"].inc(n_rows)
             return slots
-        column = table[self.name]
         if self.numeric:
             self._number_slots(column, slots)
         else:
             self._key_slots_of(column, slots)
         return slots
 
+    def _count(self, reasons: Mapping[Invalid, int]) -> None:
+        for reason, count in reasons.items():
+            self.invalid[reason].inc(count)
+
     def _number_slots(self, column: pd.Series, slots: IntArray) -> None:
-        if pd.api.types.is_bool_dtype(column):
-            column = column.astype("float64")
-        values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        missing = column.isna().to_numpy()
-        finite = np.isfinite(values)
-        clean = np.where(finite, values, 0.0)
-        inside = finite & (clean >= self.low) & (clean <= self.high)
-        for reason, mask in (
-            ("missing", missing),
-            ("wrong_type", np.isnan(values) & ~missing),
-            ("inf", np.isinf(values)),
-            ("out_of_domain", finite & ~inside),
-        ):
-            count = int(mask.sum())
-            if count:
-                self.invalid[reason].inc(count)
+        judged = numbers(column)
+        self._count(judged.counts())
+        valid = judged.codes == VALID_CODE
+        clean = np.where(valid, judged.values, 0.0)
+        inside = valid & (clean >= self.low) & (clean <= self.high)
+        outside = int((valid & ~inside).sum())
+        if outside:
+            self.invalid["out_of_domain"].inc(outside)
         if not self._keys.size:
             return
         position = np.minimum(np.searchsorted(self._keys, clean), self._keys.size - 1)
@@ -199,28 +172,23 @@ class SegmentKey:
         slots[found] = self._key_slots[position[found]]
 
     def _key_slots_of(self, column: pd.Series, slots: IntArray) -> None:
-        counts = {"missing": 0, "wrong_type": 0, "unknown_category": 0}
-        for row, value in enumerate(column.tolist()):
-            if type(value) is str:
-                key: str | None = value
-            elif isinstance(value, _CONTAINERS):
-                counts["wrong_type"] += 1
-                continue
-            elif value is pd.NA or value is pd.NaT:
-                key = None
-            else:
-                key = category_key(value)
-            if key is None:
-                counts["missing"] += 1
-                continue
-            slot = self.slot_of.get(key)
-            if slot is not None:
-                slots[row] = slot
-            elif self.complete and key not in self.known:
-                counts["unknown_category"] += 1
-        for reason, count in counts.items():
-            if count:
-                self.invalid[reason].inc(count)
+        judged = categories(column)
+        self._count(judged.counts())
+        rows = np.flatnonzero(judged.codes == VALID_CODE)
+        if not rows.size:
+            return
+        # One look-up per distinct key: its slot, or the overall one and maybe unknown.
+        positions, distinct = pd.factorize(judged.keys[rows])
+        keys = distinct.tolist()
+        slot_of_key = np.asarray([self.slot_of.get(k, self.overall) for k in keys], dtype=np.int64)
+        slots[rows] = slot_of_key[positions]
+        unknown = np.asarray(
+            [k not in self.slot_of and self.complete and k not in self.known for k in keys],
+            dtype=bool,
+        )
+        count = int(unknown[positions].sum())
+        if count:
+            self.invalid["unknown_category"].inc(count)
 
 
 def count_slots(live: list[float], base: int, slots: IntArray, width: int) -> None:

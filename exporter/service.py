@@ -36,6 +36,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from exporter import coerce
 from exporter.api_schema import METRICS, READYZ, ServiceDocs
 from exporter.config import ConfigError, MonitorConfig, load_config, with_overrides
 from exporter.group_commit import GroupCommitter
@@ -365,13 +366,6 @@ def _has_lone_surrogate(document: Any) -> bool:
     return False
 
 
-def _fits_double(value: int | float) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except OverflowError:
-        return False
-
-
 def _check_features(service: Service, features: Any, field: str) -> dict[str, Any]:
     """The request's features, type-checked against the reference: 422 naming the feature."""
     if not isinstance(features, dict):
@@ -381,27 +375,32 @@ def _check_features(service: Service, features: Any, field: str) -> dict[str, An
             raise RequestError(422, f"{field}.{name[:40]}...", "feature name is too long")
         if isinstance(value, str) and len(value) > MAX_STRING_LENGTH:
             raise RequestError(422, f"{field}.{name}", f"longer than {MAX_STRING_LENGTH} chars")
-        if value is None:
-            continue  # missing values are data quality, counted by the monitor, not refused
-        if name in service.numeric and (
-            isinstance(value, bool) or not isinstance(value, (int, float))
-        ):
-            _count_wrong_type(service, name)
-            raise RequestError(422, f"{field}.{name}", f"must be a number, got {_kind(value)}")
-        if name in service.numeric and not _fits_double(value):
-            service.monitor.count_invalid(name, "inf")  # as observe() counts such an integer
-            raise RequestError(422, f"{field}.{name}", "is out of the range of a double")
-        if name in service.categorical and isinstance(value, (dict, list)):
-            _count_wrong_type(service, name)
-            raise RequestError(
-                422, f"{field}.{name}", f"must be a string or number, got {_kind(value)}"
-            )
+        refusal = _refusal(service, name, value)
+        if refusal is not None:
+            reason, text = refusal
+            # The row is refused, but the bad value is still data quality the team wants to see.
+            service.monitor.count_invalid(name, reason)
+            raise RequestError(422, f"{field}.{name}", text)
     return features
 
 
-def _count_wrong_type(service: Service, feature: str) -> None:
-    # The row is refused, but the bad value is still data quality the team wants to see.
-    service.monitor.count_invalid(feature, "wrong_type")
+def _refusal(service: Service, name: str, value: Any) -> tuple[str, str] | None:
+    """Why a watched feature's value is refused, as (reason, answer), or None.
+
+    The library's own verdict (:mod:`exporter.coerce`): a value ``observe`` would count
+    ``wrong_type`` is refused, and so is a number past a double (``inf``: JSON cannot send an
+    infinity, so it is a client's mistake). Missing values (null) are data quality, counted by
+    the monitor, not refused.
+    """
+    if name in service.numeric:
+        verdict = coerce.number(value)
+        if verdict is coerce.WRONG_TYPE:
+            return verdict, f"must be a number, got {_kind(value)}"
+        if verdict is coerce.INF:
+            return verdict, "is out of the range of a double"
+    elif name in service.categorical and coerce.category(value) is coerce.WRONG_TYPE:
+        return coerce.WRONG_TYPE, f"must be a string or number, got {_kind(value)}"
+    return None
 
 
 def _kind(value: Any) -> str:
@@ -431,18 +430,23 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def _split_output(result: Any) -> tuple[Any, float | None]:
+def _split_output(result: Any) -> tuple[Any, Any]:
+    """The model's prediction as JSON, and its confidence as the model gave it (the monitor
+    judges it, see :func:`_answered_confidence`)."""
     if isinstance(result, tuple) and len(result) == 2:
         prediction, confidence = result
     elif isinstance(result, Mapping) and "prediction" in result:
         prediction, confidence = result["prediction"], result.get("confidence")
     else:
         prediction, confidence = result, None
-    if isinstance(confidence, np.generic):
-        confidence = confidence.item()
-    if confidence is not None and not isinstance(confidence, (int, float)):
-        confidence = None
     return _jsonable(prediction), confidence
+
+
+def _answered_confidence(confidence: Any) -> float | None:
+    """The confidence an answer carries: the one the monitor counts, or null when it is
+    missing or invalid (not a number, NaN, outside [0, 1])."""
+    judged = coerce.confidence(confidence)
+    return judged if isinstance(judged, float) else None
 
 
 # -- pure ASGI body limit (BaseHTTPMiddleware would halve throughput) ------------------------------
@@ -583,7 +587,7 @@ def create_app(service: Service) -> FastAPI:
                 await committer.submit(pending)
         return {
             "prediction": prediction,
-            "confidence": confidence,
+            "confidence": _answered_confidence(confidence),
             "prediction_id": prediction_id,
             "model": config.model.name,
             "version": config.model.version,

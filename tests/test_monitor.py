@@ -410,10 +410,8 @@ def test_batch_gives_the_same_counters_as_single_observes(profile: ReferenceProf
     for row, prediction, confidence in zip(
         frame.to_dict("records"), predictions, confidences, strict=True
     ):
-        clean = {
-            str(k): (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()
-        }
-        one.observe(clean, str(prediction), float(confidence))
+        # The same values, NaN included: NaN is `nan` one by one and in a batch alike.
+        one.observe({str(k): v for k, v in row.items()}, str(prediction), float(confidence))
     ids = many.observe_batch(frame, predictions, confidences)
     assert len(ids) == n and len(set(ids)) == n
 
@@ -429,6 +427,8 @@ def test_batch_gives_the_same_counters_as_single_observes(profile: ReferenceProf
     assert a.keys() == b.keys()
     for key in a:
         assert a[key] == pytest.approx(b[key], rel=1e-9), key
+    nan = {"model": "m", "version": "unversioned", "feature": "y", "reason": "nan"}
+    assert single.get_sample_value("model_input_invalid_total", nan) == np.isnan(frame.y).sum()
 
 
 def test_observe_batch_never_raises(registry: CollectorRegistry, profile: ReferenceProfile) -> None:

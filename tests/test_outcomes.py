@@ -46,6 +46,11 @@ def test_regression_metrics_edge_cases() -> None:
     assert all(value is None for value in empty.values())
     constant = np.sum([perf.regression_row(5.0, a) for a in (1.0, 2.0, 3.0)], axis=0)
     assert perf.regression_metrics(constant)["correlation"] is None  # constant prediction
+    # Valid numbers whose squares overflow: a scrape once raised OverflowError from ``** 2``.
+    huge = np.sum([perf.regression_row(p, a) for p, a in ((1e200, 2e200), (3e200, 1e200))], axis=0)
+    metrics = perf.regression_metrics(huge)
+    assert metrics["correlation"] is None
+    assert metrics["mae"] == pytest.approx(1.5e200)
 
 
 def test_classification_metrics_match_a_direct_count() -> None:
