@@ -506,7 +506,7 @@ class ModelMonitor:
         if not known and self._output_categorical is not None:
             known = list(self._output_categorical.ref.categories)
         for cls in known[:max_classes]:
-            self._class_key(str(cls))
+            self._predictable(self._class_key(str(cls)))
         if task == "classification" and len(self._classes) <= PRECREATE_OUTCOME_CLASSES:
             # Outcome series start at 0 for every known (predicted, actual) pair: a counter born
             # at its first increment hides that increment from rate() and increase().
@@ -952,15 +952,23 @@ class ModelMonitor:
         if len(self._classes) >= self.max_classes:
             return OTHER
         self._classes.add(key)
-        for bucket in CONFIDENCE_BUCKET_LABELS:
-            self._predicted[(key, bucket)] = self._instruments.predictions.labels(
-                *self._labels, key, bucket
-            )
         return key
 
+    def _predictable(self, key: str) -> None:
+        """Prediction series of a class the model predicts (or its reference holds), every
+        confidence bucket at 0: a counter born at its first increment hides that increment from
+        rate(). Only for predictions: a class known from feedback alone has no prediction series."""
+        for bucket in CONFIDENCE_BUCKET_LABELS:
+            if (key, bucket) not in self._predicted:
+                self._predicted[(key, bucket)] = self._instruments.predictions.labels(
+                    *self._labels, key, bucket
+                )
+
     def _predicted_child(self, key: str, bucket: str) -> Any:
-        """Slow path for a class seen for the first time (called under the lock)."""
+        """Slow path for a class predicted for the first time (called under the lock)."""
         label = self._class_key(key)
+        if label != OTHER:
+            self._predictable(label)
         child = self._predicted.get((label, bucket))
         if child is None:  # __other__
             child = self._instruments.predictions.labels(*self._labels, label, bucket)
@@ -1296,6 +1304,9 @@ class ModelMonitor:
         others = self._other_workers()
         views: dict[tuple[int, str], WindowView] = {}
         with self._lock:
+            # Under the lock that record_outcome holds while it learns a class: iterating the
+            # live dict during a scrape once raised "dictionary changed size during iteration".
+            class_names = self._class_names()
             self._housekeeping()
             for index, stream in enumerate(self._streams()):
                 live_sample = stream.live_sample() if stream.sample_size else None
@@ -1321,6 +1332,7 @@ class ModelMonitor:
                 spec.name,
                 views[(len(watches), spec.name)],
                 views[(len(watches) + 1, spec.name)],
+                class_names,
             )
             for spec in self._specs
         }
@@ -1345,8 +1357,16 @@ class ModelMonitor:
         return DriftSnapshot(taken_at=now, features=result, performance=performance,
                              pending=pending)  # fmt: skip
 
+    def _class_names(self) -> list[str]:
+        """Class name by performance-stream slot (call with the lock held)."""
+        names = [""] * (self.max_classes + 1)
+        for key, slot in self._slots.items():
+            names[slot] = key
+        names[self.max_classes] = OTHER
+        return names
+
     def _window_performance(
-        self, window: str, outcomes: WindowView, confidences: WindowView
+        self, window: str, outcomes: WindowView, confidences: WindowView, names: list[str]
     ) -> WindowPerformance:
         samples = int(round(outcomes.totals[0]))
         if self.task == "regression":
@@ -1355,10 +1375,6 @@ class ModelMonitor:
             return WindowPerformance(
                 window, samples, True, perf.regression_metrics(outcomes.totals)
             )
-        names = [""] * (self.max_classes + 1)
-        for key, slot in self._slots.items():
-            names[slot] = key
-        names[self.max_classes] = OTHER
         metrics: dict[str, float | None] = {}
         classes: Mapping[str, Mapping[str, float | None]] = {}
         ready = samples >= self.min_samples

@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from scipy import stats as sps
 
 from exporter import ModelMonitor, ProfileError, ReferenceProfile, metrics, stats
+from exporter.monitor import CONFIDENCE_BUCKET_LABELS
 from exporter.profile import OTHER, OUTPUT, NumericFeature
 from tests.binaries import require_binary
 
@@ -580,3 +581,57 @@ def test_a_later_model_with_other_latency_thresholds_warns_once(
     late.observe_latency(0.2)  # it still works, on the registry's buckets
     assert 0.45 not in {bound for bound, _ in duration_buckets(registry, "d")}
     assert 0.3 in {bound for bound, _ in duration_buckets(registry, "d")}
+
+
+# -- classes learned from feedback, and scrapes racing them ----------------------------------------
+
+
+def test_a_feedback_actual_creates_no_prediction_series(
+    registry: CollectorRegistry, profile: ReferenceProfile
+) -> None:
+    monitor = ModelMonitor("m", reference=profile, registry=registry, min_samples=1)
+    prediction_id = monitor.observe({"x": 0.1, "y": 1.0, "color": "red"}, "cat", 0.9)
+    assert monitor.record_outcome(prediction_id, "zebra").value == "recorded"
+    exposition = generate_latest(registry).decode()
+    series = exposition.splitlines()
+    predicted = [line for line in series if line.startswith("model_predictions_total{")]
+    assert predicted and not any('predicted="zebra"' in line for line in predicted)
+    # The outcome itself is counted under the new class.
+    assert 'actual="zebra"' in exposition
+    # Predicted later, the class gets its series, every confidence bucket from 0.
+    monitor.observe({"x": 0.1, "y": 1.0, "color": "red"}, "zebra", 0.9)
+    series = generate_latest(registry).decode().splitlines()
+    zebra = [
+        line for line in series
+        if line.startswith("model_predictions_total{") and 'predicted="zebra"' in line
+    ]  # fmt: skip
+    assert len(zebra) == len(CONFIDENCE_BUCKET_LABELS)
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in zebra) == 1
+
+
+class _LockedReads(dict):
+    """A dict that fails any iteration made without ``lock`` held."""
+
+    def __init__(self, lock: threading.Lock, *args: object) -> None:
+        super().__init__(*args)
+        self.lock = lock
+
+    def items(self):
+        assert self.lock.locked(), "read without the lock that guards its writes"
+        return super().items()
+
+
+def test_a_scrape_reads_the_learned_classes_under_the_lock(
+    registry: CollectorRegistry, profile: ReferenceProfile
+) -> None:
+    # record_outcome learns a class under the monitor's lock; a scrape that iterated the classes
+    # without it raised "dictionary changed size during iteration" about once in 11 three-second
+    # runs of 6 threads. Pinned deterministically: every read of the classes holds the lock.
+    monitor = ModelMonitor("m", reference=profile, registry=registry, min_samples=1)
+    for i in range(5):
+        prediction_id = monitor.observe({"x": 0.1, "y": 1.0, "color": "red"}, "cat", 0.9)
+        monitor.record_outcome(prediction_id, ["cat", "dog", "bird", "owl", "cat"][i])
+    monitor._slots = _LockedReads(monitor._lock, monitor._slots)
+    exposition = generate_latest(registry).decode()
+    accuracy = 'model_performance{metric="accuracy",model="m",version="unversioned",window="5m"}'
+    assert accuracy in exposition
