@@ -253,6 +253,10 @@ def report(found: Sequence[Detection], checked: bool) -> tuple[str, bool]:
             stored = any(a.key in detection.stored for a in alerts if a.firing_at is not None)
             where = f" {features}" if features else ""
             receipt = "stored by the receiver" if stored else "not stored by the receiver"
+            if not stored and severity == "warning" and _critical_fired(detection, name, alerts):
+                # Alertmanager's inhibit rule: the critical of the same alert, model and feature
+                # makes the warning redundant, so it is never sent.
+                receipt = "inhibited by its critical (not sent)"
             if first.firing_at is None:
                 receipt = "did not fire"
             lead = head if index == 0 else " " * len(head)
@@ -299,6 +303,12 @@ def _grouped(
         shown = ", ".join(features[:4]) + (f" +{len(features) - 4}" if len(features) > 4 else "")
         rows.append((name, severity, f"({shown})" if shown else "", members))
     return rows
+
+
+def _critical_fired(detection: Detection, name: str, warnings: Sequence[SeenAlert]) -> bool:
+    """Whether the critical of every one of these warnings (same alert, model, feature) fired."""
+    fired = {a.key for a in detection.alerts if a.firing_at is not None}
+    return all((name, "critical", w.key[2], w.key[3]) in fired for w in warnings)
 
 
 def _after(second: float | None, phase: Phase) -> str:

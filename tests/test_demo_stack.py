@@ -192,6 +192,23 @@ def test_a_fired_alert_that_never_reached_the_receiver_fails_the_run() -> None:
     assert "0 of 8 reached the receiver" in text
 
 
+def test_a_warning_inhibited_by_its_critical_is_reported_as_such() -> None:
+    drift = next(p for p in PHASES if p.name == "drift")
+    critical = ("ModelFeatureDriftPSI", "critical", "fare", "trip_miles")
+    warning = ("ModelFeatureDriftPSI", "warning", "fare", "trip_miles")
+    seen = [
+        demo_watch.SeenAlert(critical, drift.start + 5, drift.start + 30),
+        demo_watch.SeenAlert(warning, drift.start + 5, drift.start + 35),
+    ]
+    found = demo_watch.detections([drift], TARGETS[1:], seen, {critical})
+    text, ok = demo_watch.report(found, True)
+    assert ok, text
+    assert "warning (trip_miles): pending +5 s, firing +35 s, inhibited by its critical" in text
+    # Without its critical firing, an unsent warning is a delivery problem, named as one.
+    found = demo_watch.detections([drift], TARGETS[1:], seen[1:], set())
+    assert "not stored by the receiver" in demo_watch.report(found, True)[0]
+
+
 def test_a_duration_too_short_for_alerts_is_named_up_front() -> None:
     assert demo_watch.too_short(demo.schedule("all", 600)) == []
     short = demo_watch.too_short(demo.schedule("all", 200))
