@@ -32,6 +32,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from exporter import performance as perf
 from exporter import stats
+from exporter.class_labels import ClassLabels
 from exporter.coerce import (
     ABSENT,
     CATEGORY_REASONS,
@@ -467,7 +468,6 @@ class ModelMonitor:
             self._performance = Stream(self._specs, perf.class_slots(max_classes + 1), 0, seed)
         # Classification: count and sum of confidences of all predictions (expected accuracy).
         self._confidences = Stream(self._specs, 2, 0, seed)
-        self._slots: dict[str, int] = {}
         self._state_dir = Path(state_dir) if state_dir is not None else None
         self._state_file = (
             self._state_dir / f"windows-{_safe(name)}-{_safe(version)}-{os.getpid()}.npz"
@@ -500,18 +500,26 @@ class ModelMonitor:
         self._errors: dict[str, Any] = {}
         self._outcome_children: dict[tuple[str, str], Any] = {}
         self._predicted: dict[tuple[str, str], Any] = {}
-        self._classes: set[str] = set()
         self.max_classes = max_classes
+        # One list of classes for every worker of a service (a file in the shared state
+        # directory): the cap counts all workers' classes and the performance slots line up.
+        self._class_labels = ClassLabels(
+            max_classes,
+            self._state_dir / f"classes-{_safe(name)}-{_safe(version)}.jsonl"
+            if self._state_dir is not None and task == "classification"
+            else None,
+        )
         known = list(classes or [])
         if not known and self._output_categorical is not None:
             known = list(self._output_categorical.ref.categories)
         for cls in known[:max_classes]:
             self._predictable(self._class_key(str(cls)))
-        if task == "classification" and len(self._classes) <= PRECREATE_OUTCOME_CLASSES:
+        known_classes = self._class_labels.names()
+        if task == "classification" and len(known_classes) <= PRECREATE_OUTCOME_CLASSES:
             # Outcome series start at 0 for every known (predicted, actual) pair: a counter born
             # at its first increment hides that increment from rate() and increase().
-            for predicted in sorted(self._classes):
-                for actual in sorted(self._classes):
+            for predicted in sorted(known_classes):
+                for actual in sorted(known_classes):
                     correct = "true" if predicted == actual else "false"
                     self._outcome_children[(predicted, actual)] = inst.outcomes.labels(
                         *self._labels, predicted, actual, correct
@@ -947,11 +955,8 @@ class ModelMonitor:
         """The ``predicted``/``actual``/``class`` label of a class: cut to a fit label value, and
         ``__other__`` once ``max_classes`` distinct classes were seen."""
         key = label_value(key)
-        if key in self._classes:
-            return key
-        if len(self._classes) >= self.max_classes:
+        if key == OTHER or self._class_labels.index(key) is None:
             return OTHER
-        self._classes.add(key)
         return key
 
     def _predictable(self, key: str) -> None:
@@ -1245,14 +1250,8 @@ class ModelMonitor:
 
     def _slot(self, key: str) -> int:
         """Performance-stream slot of a class; the last slot is ``__other__``."""
-        slot = self._slots.get(key)
-        if slot is None:
-            slot = len(self._slots) if len(self._slots) < self.max_classes else self.max_classes
-            if key != OTHER and slot < self.max_classes:
-                self._slots[key] = slot
-            else:
-                slot = self.max_classes
-        return slot
+        slot = self._class_labels.get(key)
+        return self.max_classes if slot is None else slot
 
     @property
     def store_healthy(self) -> bool:
@@ -1359,11 +1358,8 @@ class ModelMonitor:
 
     def _class_names(self) -> list[str]:
         """Class name by performance-stream slot (call with the lock held)."""
-        names = [""] * (self.max_classes + 1)
-        for key, slot in self._slots.items():
-            names[slot] = key
-        names[self.max_classes] = OTHER
-        return names
+        names = self._class_labels.names()
+        return names + [""] * (self.max_classes - len(names)) + [OTHER]
 
     def _window_performance(
         self, window: str, outcomes: WindowView, confidences: WindowView, names: list[str]

@@ -609,18 +609,6 @@ def test_a_feedback_actual_creates_no_prediction_series(
     assert sum(float(line.rsplit(" ", 1)[1]) for line in zebra) == 1
 
 
-class _LockedReads(dict):
-    """A dict that fails any iteration made without ``lock`` held."""
-
-    def __init__(self, lock: threading.Lock, *args: object) -> None:
-        super().__init__(*args)
-        self.lock = lock
-
-    def items(self):
-        assert self.lock.locked(), "read without the lock that guards its writes"
-        return super().items()
-
-
 def test_a_scrape_reads_the_learned_classes_under_the_lock(
     registry: CollectorRegistry, profile: ReferenceProfile
 ) -> None:
@@ -631,7 +619,13 @@ def test_a_scrape_reads_the_learned_classes_under_the_lock(
     for i in range(5):
         prediction_id = monitor.observe({"x": 0.1, "y": 1.0, "color": "red"}, "cat", 0.9)
         monitor.record_outcome(prediction_id, ["cat", "dog", "bird", "owl", "cat"][i])
-    monitor._slots = _LockedReads(monitor._lock, monitor._slots)
+    names = monitor._class_labels.names
+
+    def locked_names() -> list[str]:
+        assert monitor._lock.locked(), "read without the lock that guards its writes"
+        return names()
+
+    monitor._class_labels.names = locked_names  # type: ignore[method-assign]
     exposition = generate_latest(registry).decode()
     accuracy = 'model_performance{metric="accuracy",model="m",version="unversioned",window="5m"}'
     assert accuracy in exposition
