@@ -145,7 +145,7 @@ class WindowPerformance:
 
 @dataclass(frozen=True)
 class DriftSnapshot:
-    """Drift of every watched feature and window at ``taken_at`` (clock seconds), with the
+    """Drift of every watched feature and window at ``taken_at`` (window-clock seconds), with the
     windowed performance and the number of predictions waiting for ground truth."""
 
     taken_at: float
@@ -362,7 +362,9 @@ class ModelMonitor:
         ``(low, high)`` cut points of the ``confidence_bucket`` label: below ``low`` is ``low``,
         from ``high`` up is ``high``, in between ``medium``.
     clock:
-        Seconds since the epoch; injectable so tests move time instead of sleeping.
+        Seconds since the epoch; injectable so tests and backtests move time instead of
+        sleeping, and then it drives the windows too. By default the windows follow a monotonic
+        clock, so a step of the wall clock neither hides nor drops their values.
     outcomes:
         Where predictions wait for :meth:`record_outcome`; default a bounded in-memory store.
     state_dir:
@@ -398,7 +400,7 @@ class ModelMonitor:
         thresholds: Mapping[str, float] | None = None,
         confidence_thresholds: tuple[float, float] = (0.5, 0.8),
         stage: str = "production",
-        clock: Clock = time.time,
+        clock: Clock | None = None,
         seed: int = 0,
         outcomes: OutcomeStore | None = None,
         state_dir: str | os.PathLike[str] | None = None,
@@ -423,12 +425,15 @@ class ModelMonitor:
         self.reference = reference
         self.min_samples = min_samples
         self.drift_cache_seconds = drift_cache_seconds
-        self._clock = clock
+        # The system's clocks by default: the wall clock (looked up now, so a test can replace
+        # it) and a monotonic one for the windows (window_clock_for).
+        self._clock: Clock = clock if clock is not None else time.time
+        self._window_clock = window_clock_for(clock)
         self._specs = [WindowSpec.parse(w, slices) for w in windows]
         if len({s.name for s in self._specs}) != len(self._specs):
             raise ValueError(f"windows must be distinct, got {list(windows)}")
         self._sample_size = sample_size
-        self._ticks = TickClock(self._specs, clock)
+        self._ticks = TickClock(self._specs, self._window_clock)
         self._next_due = 0.0
         self._lock = threading.Lock()
         self._drift_lock = threading.Lock()
@@ -639,7 +644,7 @@ class ModelMonitor:
         try:
             now = self._clock()
             with self._lock:
-                if now >= self._next_due:
+                if self._window_clock() >= self._next_due:
                     self._housekeeping()
                 try:
                     self._take_row(features)
@@ -1090,7 +1095,7 @@ class ModelMonitor:
         for stream in self._streams():
             stream.tick_start = tick_start
         next_tick = (self._ticks.current + 1) * self._ticks.seconds
-        self._next_due = min(next_tick, self._clock() + FLUSH_SECONDS)
+        self._next_due = min(next_tick, self._window_clock() + FLUSH_SECONDS)
 
     def _flush(self) -> None:
         # The hot path only adds to the live tick's lists; the counters catch up here with the
@@ -1120,9 +1125,10 @@ class ModelMonitor:
             if now >= self._next_expire:
                 self._next_expire = now + EXPIRE_SECONDS
                 self._expire(now)
-            if self._state_file is not None and now >= self._next_export:
-                self._next_export = now + EXPORT_SECONDS
-                self._export_state(now)
+            window_now = self._window_clock()
+            if self._state_file is not None and window_now >= self._next_export:
+                self._next_export = window_now + EXPORT_SECONDS
+                self._export_state(window_now)
         except Exception:
             self._monitor_errors.inc()
             log.exception("model monitor %s failed to flush", self.name)
@@ -1287,12 +1293,12 @@ class ModelMonitor:
         """
         limit = self.drift_cache_seconds if max_age is None else max_age
         cached = self._drift_cache
-        now = self._clock()
+        now = self._window_clock()
         if cached is not None and 0 <= now - cached.taken_at < limit:
             return cached
         with self._drift_lock:
             cached = self._drift_cache
-            now = self._clock()
+            now = self._window_clock()
             if cached is not None and 0 <= now - cached.taken_at < limit:
                 return cached
             snapshot = self._compute_drift(now)
@@ -1424,6 +1430,20 @@ class ModelMonitor:
             js_distance=_finite_or_none(stats.js_distance(share, counts)),
             chi2_pvalue=_finite_or_none(stats.chi_square(share, counts).pvalue),
         )  # fmt: skip
+
+
+def window_clock_for(clock: Clock | None) -> Clock:
+    """The clock of the windows, ticks and drift cache for a monitor given ``clock``.
+
+    The wall clock steps (NTP, a resumed VM, an operator): stepped back 600 s, windows keyed by
+    wall time held none of the values observed after the step. Windows need a clock that only
+    moves forward and is the same in every worker of a service, and CLOCK_MONOTONIC is both on
+    Linux (one clock for the machine, counting from boot; the shared window state is wiped with
+    the rest of the service's state at its start). Wall time stays where a time is stored or
+    shown: outcome timestamps, their delay and expiry. A clock the caller injects (a backtest's
+    simulated time, a test's) drives everything as given.
+    """
+    return time.monotonic if clock is None or clock is time.time else clock
 
 
 def _safe(text: str) -> str:

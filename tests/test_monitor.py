@@ -7,6 +7,7 @@ import logging
 import math
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -629,3 +630,34 @@ def test_a_scrape_reads_the_learned_classes_under_the_lock(
     exposition = generate_latest(registry).decode()
     accuracy = 'model_performance{metric="accuracy",model="m",version="unversioned",window="5m"}'
     assert accuracy in exposition
+
+
+# -- a wall clock that steps -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("step", [-600.0, 600.0])
+def test_a_wall_clock_step_neither_hides_nor_drops_window_values(
+    registry: CollectorRegistry,
+    profile: ReferenceProfile,
+    monkeypatch: pytest.MonkeyPatch,
+    step: float,
+) -> None:
+    # NTP, a resumed VM or an operator steps the machine's wall clock mid-run. Windows keyed by
+    # wall time held 0 of 200 values after a 600 s step back, those observed after it included.
+    wall = time.time
+    offset = [0.0]
+    monkeypatch.setattr(time, "time", lambda: wall() + offset[0])
+    monitor = ModelMonitor("m", reference=profile, registry=registry, min_samples=10)
+    first = monitor.observe({"x": 0.0, "y": 1.0, "color": "red"}, "cat")
+    for _ in range(99):
+        monitor.observe({"x": 0.0, "y": 1.0, "color": "red"}, "cat")
+    offset[0] = step
+    for _ in range(100):
+        monitor.observe({"x": 0.0, "y": 1.0, "color": "red"}, "cat")
+    snapshot = monitor.drift(max_age=0)
+    assert snapshot["x"]["5m"].samples == 200
+    assert snapshot["x"]["1h"].samples == 200
+    # Timestamps stay wall time: the outcome delay is measured on the stepped clock, never < 0.
+    assert monitor.record_outcome(first, "cat").value == "recorded"
+    delay = value(registry, "model_outcome_delay_seconds_sum", model="m", version="unversioned")
+    assert delay == pytest.approx(max(0.0, step), abs=5.0)
