@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from exporter.errors import ExporterError
+
 #: File name of the database inside the receiver's data directory.
 DATABASE_NAME = "alerts.sqlite3"
 #: ``PRAGMA user_version`` of the schema below; a file from a newer receiver is refused.
@@ -49,7 +51,7 @@ CREATE TABLE IF NOT EXISTS write_probe (
 """
 
 
-class StoreError(Exception):
+class StoreError(ExporterError):
     """The alert store cannot be opened or written; the message says which file and why."""
 
 

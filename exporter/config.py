@@ -14,6 +14,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
+from exporter.errors import ExporterError
 from exporter.windows import WindowSpec, parse_duration
 
 #: Keys of ``thresholds`` the shipped alert rules read (docs/metrics.md); others are refused so a
@@ -39,7 +40,7 @@ THRESHOLD_KEYS = frozenset(
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(ExporterError, ValueError):
     """A config that cannot be used; the message names the file, the key path and the problem."""
 
 

@@ -48,6 +48,7 @@ import numpy as np
 import pandas as pd
 
 from exporter.demo_models import FAULT_KEY, fare, intent
+from exporter.errors import ExporterError
 
 __all__ = [
     "SCENARIOS",
@@ -96,7 +97,7 @@ FEEDBACK_POLL_SECONDS = 0.05
 POOL_CHUNK = 500
 
 
-class TargetError(Exception):
+class TargetError(ExporterError):
     """A target that cannot be used: unreachable, or not answering ``/healthz`` as a service."""
 
 

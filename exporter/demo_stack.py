@@ -33,6 +33,7 @@ import httpx
 import yaml
 
 from exporter import demo, demo_watch
+from exporter.errors import ExporterError
 
 #: Preferred ports, the ones the docs and compose file use; a busy one is replaced by a free one.
 PORTS = {"intent": 8000, "fare": 8001, "receiver": 9099, "prometheus": 9090, "alertmanager": 9093}
@@ -51,7 +52,7 @@ EXIT_SETUP = 2
 EXIT_INTERRUPTED = 130
 
 
-class DemoError(Exception):
+class DemoError(ExporterError):
     """Something the user can fix (a missing checkout file, a service that did not start)."""
 
 

@@ -26,6 +26,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from exporter.errors import ExporterError
+
 #: File name of the database inside the data directory.
 DATABASE_NAME = "outcomes.sqlite3"
 #: ``PRAGMA application_id`` marking our files, so a foreign SQLite file is never overwritten.
@@ -40,7 +42,7 @@ WAL_TRUNCATE_BYTES = WAL_SIZE_LIMIT
 TRUNCATE_WAIT_SECONDS = 1.0
 
 
-class StoreError(RuntimeError):
+class StoreError(ExporterError, RuntimeError):
     """The store cannot be used (unwritable, corrupt, foreign file); the message says why."""
 
 

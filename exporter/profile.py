@@ -44,6 +44,7 @@ from exporter import stats
 
 # Re-exported: the profile keys categories as the monitor judges them.
 from exporter.coerce import category_key as category_key
+from exporter.errors import ExporterError
 
 #: Version of the JSON layout; bumped when a reader of the old layout would misread the new one.
 #: ``labels`` and ``segments`` were added without a bump: each is optional and left out of the file
@@ -80,7 +81,7 @@ MAX_SEGMENTS = 1000
 IntArray = npt.NDArray[np.int64]
 
 
-class ProfileError(ValueError):
+class ProfileError(ExporterError, ValueError):
     """A profile that cannot be built or loaded; the message names the file, field and problem."""
 
 

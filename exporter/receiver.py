@@ -47,6 +47,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from exporter import __version__
 from exporter.alert_store import AlertRecord, AlertStore, StoredAlert, StoreError
+from exporter.errors import ExporterError
 from exporter.metrics import label_value
 from exporter.security import (
     DOCS_PATHS,
@@ -97,7 +98,7 @@ Status = Literal["firing", "resolved"]
 Outcome = Literal["success", "failure", "timeout"]
 
 
-class ReceiverConfigError(Exception):
+class ReceiverConfigError(ExporterError):
     """A bad actions file; the message names the file and the key."""
 
 

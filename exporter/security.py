@@ -28,6 +28,8 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from exporter.errors import ExporterError
+
 log = logging.getLogger(__name__)
 
 #: A token file larger than this is refused unread (a file of tokens is a few hundred bytes).
@@ -47,11 +49,11 @@ DOCS_PATHS = frozenset({"/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.js
 PROBE_PATHS = frozenset({"/healthz", "/readyz"})
 
 
-class TokenFileError(ValueError):
+class TokenFileError(ExporterError, ValueError):
     """A token file that cannot be used; the message names the file, never a token."""
 
 
-class TLSError(ValueError):
+class TLSError(ExporterError, ValueError):
     """A certificate or key that cannot be loaded; the message names the file."""
 
 

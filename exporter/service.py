@@ -39,6 +39,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from exporter import coerce
 from exporter.api_schema import METRICS, READYZ, ServiceDocs
 from exporter.config import ConfigError, MonitorConfig, load_config, with_overrides
+from exporter.errors import ExporterError
 from exporter.group_commit import GroupCommitter
 from exporter.monitor import ModelMonitor
 from exporter.outcomes import (
@@ -83,7 +84,7 @@ Predict = Callable[[Mapping[str, Any]], Any]
 Derive = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
-class RequestError(Exception):
+class RequestError(ExporterError):
     """A client mistake: answered with ``status`` and ``{"detail": [{"field", "reason"}]}``."""
 
     def __init__(self, status: int, field: str, reason: str) -> None:

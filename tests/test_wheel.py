@@ -72,6 +72,8 @@ def test_the_wheel_installs_the_package_and_not_the_checkout(
     location, license_expression = result.stdout.split()
     assert Path(location).is_relative_to(installed.parent), location
     assert license_expression == "Apache-2.0"
+    # Type checkers read the package's annotations (PEP 561).
+    assert (Path(location).parent / "py.typed").is_file()
 
 
 @pytest.mark.slow

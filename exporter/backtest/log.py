@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from exporter.errors import ExporterError
+
 #: Columns that are not request features.
 RESERVED = frozenset(
     {"time", "prediction", "confidence", "latency_seconds", "error", "actual", "actual_time",
@@ -40,7 +42,7 @@ RESERVED = frozenset(
 )  # fmt: skip
 
 
-class LogError(ValueError):
+class LogError(ExporterError, ValueError):
     """A log that cannot be replayed; the message names the column and the problem."""
 
 

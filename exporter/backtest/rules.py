@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from exporter.errors import ExporterError
 from exporter.windows import parse_duration
 
 #: A metric or recording-rule name as PromQL writes it.
@@ -24,7 +25,7 @@ _NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
 DEFAULT_EVALUATION_SECONDS = 15
 
 
-class RuleFileError(ValueError):
+class RuleFileError(ExporterError, ValueError):
     """A rule file that cannot be read or is not a Prometheus rule file."""
 
 

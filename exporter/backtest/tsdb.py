@@ -24,6 +24,7 @@ from pathlib import Path
 import httpx
 
 from exporter.backtest.rules import RecordingRule, recording_levels, write_rule_file
+from exporter.errors import ExporterError
 
 #: Prometheus refuses a range query of more points than this per series.
 MAX_POINTS_PER_QUERY = 11_000
@@ -36,7 +37,7 @@ SeriesKey = tuple[tuple[str, str], ...]
 Series = dict[SeriesKey, dict[float, float]]
 
 
-class BacktestToolError(RuntimeError):
+class BacktestToolError(ExporterError, RuntimeError):
     """A Prometheus tool is missing or failed; the message says which and why."""
 
 

@@ -18,6 +18,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+from exporter.errors import ExporterError
+
 __all__ = ["FAULT_KEY", "DemoModelError", "Once", "inject_fault"]
 
 #: The raw feature that carries a demo fault.
@@ -31,7 +33,7 @@ T = TypeVar("T")
 _sleep_rng = random.Random()
 
 
-class DemoModelError(RuntimeError):
+class DemoModelError(ExporterError, RuntimeError):
     """The failure a demo model raises when a request asks for ``"_fault": "error"``."""
 
 
