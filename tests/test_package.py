@@ -8,6 +8,7 @@ import sys
 import exporter
 from tests.service_fixtures import ROOT
 
+
 def test_the_public_names_load_on_first_use_and_are_listed() -> None:
     # The names themselves are pinned by tests/test_readme.py; here, that the lazy import (PEP
     # 562) resolves each and dir() shows them, as a plain import would.
