@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exporter.errors import ExporterError
+from exporter.errors import StoreError as StoreError  # re-exported: raised here
 
 #: File name of the database inside the receiver's data directory.
 DATABASE_NAME = "alerts.sqlite3"
@@ -49,10 +49,6 @@ CREATE TABLE IF NOT EXISTS write_probe (
     checked_at TEXT NOT NULL
 );
 """
-
-
-class StoreError(ExporterError):
-    """The alert store cannot be opened or written; the message says which file and why."""
 
 
 @dataclass(frozen=True)

@@ -18,4 +18,9 @@ class CommandError(ExporterError):
     """A user mistake on the command line, reported as one line without a traceback."""
 
 
-__all__ = ["CommandError", "ExporterError"]
+class StoreError(ExporterError, RuntimeError):
+    """A store that cannot be used (the outcome store, the receiver's alert store): unwritable,
+    corrupt or another program's file; the message names the file and says why."""
+
+
+__all__ = ["CommandError", "ExporterError", "StoreError"]

@@ -26,7 +26,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
-from exporter.errors import ExporterError
+from exporter.errors import StoreError as StoreError  # re-exported: raised here
 
 #: File name of the database inside the data directory.
 DATABASE_NAME = "outcomes.sqlite3"
@@ -40,10 +40,6 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 WAL_TRUNCATE_BYTES = WAL_SIZE_LIMIT
 #: How long that checkpoint waits for the write lock and for readers to finish (seconds).
 TRUNCATE_WAIT_SECONDS = 1.0
-
-
-class StoreError(ExporterError, RuntimeError):
-    """The store cannot be used (unwritable, corrupt, foreign file); the message says why."""
 
 
 @dataclass(frozen=True)

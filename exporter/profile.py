@@ -45,6 +45,7 @@ from exporter import stats
 # Re-exported: the profile keys categories as the monitor judges them.
 from exporter.coerce import category_key as category_key
 from exporter.errors import ExporterError
+from exporter.text import has_lone_surrogate
 
 #: Version of the JSON layout; bumped when a reader of the old layout would misread the new one.
 #: ``labels`` and ``segments`` were added without a bump: each is optional and left out of the file
@@ -477,7 +478,7 @@ def _lone_surrogate_at(document: Any) -> str | None:
         if isinstance(item, dict):
             for key, value in item.items():
                 where = f"{path}.{key}" if path else str(key)
-                if isinstance(key, str) and _has_lone_surrogate(key):
+                if isinstance(key, str) and has_lone_surrogate(key):
                     return where.encode("utf-8", "backslashreplace").decode("utf-8")
                 stack.append((value, where))
         elif isinstance(item, list):
@@ -487,19 +488,9 @@ def _lone_surrogate_at(document: Any) -> str | None:
                 for i, value in enumerate(item)
                 if isinstance(value, (str, dict, list))
             )
-        elif isinstance(item, str) and _has_lone_surrogate(item):
+        elif isinstance(item, str) and has_lone_surrogate(item):
             return path
     return None
-
-
-def _has_lone_surrogate(text: str) -> bool:
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
 
 
 def _excerpt(text: str) -> str:

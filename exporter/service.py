@@ -58,6 +58,7 @@ from exporter.security import (
     TokenFileError,
     require_bearer,
 )
+from exporter.text import any_lone_surrogate
 
 log = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ def _parse_json(body: bytes) -> Any:
         raise RequestError(400, "body", f"JSON nested deeper than {MAX_JSON_DEPTH}")
     # A lone surrogate (from a \\u escape, or encoded: json.loads decodes bytes with
     # surrogatepass) has no UTF-8 form: it could be neither answered, stored nor exported.
-    if (b"\\u" in body or not body.isascii()) and _has_lone_surrogate(document):
+    if (b"\\u" in body or not body.isascii()) and any_lone_surrogate(document):
         raise RequestError(400, "body", "a string holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
     return document
 
@@ -348,23 +349,6 @@ def _bounded_int(text: str) -> int:
     if len(text) > MAX_INTEGER_DIGITS:
         raise ValueError(f"an integer of {len(text)} digits is too long")
     return int(text)
-
-
-def _has_lone_surrogate(document: Any) -> bool:
-    stack = [document]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, dict):
-            stack.extend(item)
-            stack.extend(item.values())
-        elif isinstance(item, list):
-            stack.extend(item)
-        elif isinstance(item, str) and not item.isascii():
-            try:
-                item.encode("utf-8")
-            except UnicodeEncodeError:
-                return True
-    return False
 
 
 def _check_features(service: Service, features: Any, field: str) -> dict[str, Any]:
