@@ -1092,7 +1092,7 @@ class ModelMonitor:
             self._performance.seal(ended[1])
             self._confidences.seal(ended[1])
         tick_start = float(self._ticks.current * self._ticks.seconds)
-        for stream in self._streams():
+        for stream in self._streams().values():
             stream.tick_start = tick_start
         next_tick = (self._ticks.current + 1) * self._ticks.seconds
         self._next_due = min(next_tick, self._window_clock() + FLUSH_SECONDS)
@@ -1143,18 +1143,23 @@ class ModelMonitor:
         if expired:
             self._expired.inc(expired)
 
-    def _streams(self) -> list[Stream]:
-        """Every stream in a fixed order: the order other workers' exports are read in."""
-        return [w.stream for w in self._watches()] + [self._performance, self._confidences]
+    def _streams(self) -> dict[str, Stream]:
+        """Every stream by name, the name other workers' exports are matched by (not their
+        position: a worker whose config lists the features in another order still merges
+        each feature with itself)."""
+        streams = {f"feature:{w.name}": w.stream for w in self._watches()}
+        streams["performance"] = self._performance
+        streams["confidences"] = self._confidences
+        return streams
 
     def _export_state(self, now: float) -> None:
         """Write this worker's windows where the other workers read them (atomic rename)."""
         assert self._state_file is not None
         arrays: dict[str, np.ndarray] = {}
         with self._lock:
-            for index, stream in enumerate(self._streams()):
+            for name, stream in self._streams().items():
                 for key, value in export_stream(stream, now).items():
-                    arrays[f"s{index}.{key}"] = value
+                    arrays[f"{_stream_id(name)}.{key}"] = value
         directory = self._state_file.parent
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".windows-", suffix=".npz", dir=directory)
@@ -1307,36 +1312,35 @@ class ModelMonitor:
 
     def _compute_drift(self, now: float) -> DriftSnapshot:
         others = self._other_workers()
-        views: dict[tuple[int, str], WindowView] = {}
+        views: dict[tuple[str, str], WindowView] = {}
         with self._lock:
             # Under the lock that record_outcome holds while it learns a class: iterating the
             # live dict during a scrape once raised "dictionary changed size during iteration".
             class_names = self._class_names()
             self._housekeeping()
-            for index, stream in enumerate(self._streams()):
+            for name, stream in self._streams().items():
                 live_sample = stream.live_sample() if stream.sample_size else None
                 for spec in self._specs:
-                    views[(index, spec.name)] = stream.view(
+                    views[(name, spec.name)] = stream.view(
                         spec.name, now, with_sample=bool(stream.sample_size),
                         live_sample=live_sample,
                     )  # fmt: skip
         if others:
-            for (index, window), own in list(views.items()):
-                prefix = f"s{index}."
+            for (name, window), own in list(views.items()):
+                prefix = f"{_stream_id(name)}."
                 stream_states = [
                     {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
                     for state in others
                 ]
                 spec = next(s for s in self._specs if s.name == window)
-                views[(index, window)] = merge_view(
+                views[(name, window)] = merge_view(
                     own, stream_states, spec, now, self._sample_size, self._export_rng
                 )
-        watches = list(self._watches())
         performance = {
             spec.name: self._window_performance(
                 spec.name,
-                views[(len(watches), spec.name)],
-                views[(len(watches) + 1, spec.name)],
+                views[("performance", spec.name)],
+                views[("confidences", spec.name)],
                 class_names,
             )
             for spec in self._specs
@@ -1345,16 +1349,11 @@ class ModelMonitor:
             pending: int | None = self._outcomes.pending_count()
         except (StoreError, sqlite3.Error, OSError):
             pending = None
-        by_name = {
-            (watch.name, window): views[(index, window)]
-            for index, watch in enumerate(watches)
-            for window in (s.name for s in self._specs)
-        }
         result: dict[str, dict[str, FeatureDrift]] = {}
         for watch in self._watches():
             per_window = result.setdefault(watch.name, {})
             for spec in self._specs:
-                view = by_name[(watch.name, spec.name)]
+                view = views[(f"feature:{watch.name}", spec.name)]
                 if isinstance(watch, _NumericWatch):
                     per_window[spec.name] = self._numeric_drift(watch, spec.name, view)
                 else:
@@ -1444,6 +1443,11 @@ def window_clock_for(clock: Clock | None) -> Clock:
     simulated time, a test's) drives everything as given.
     """
     return time.monotonic if clock is None or clock is time.time else clock
+
+
+def _stream_id(name: str) -> str:
+    """A stream's key prefix in the exported state: hex, so any feature name is a safe key."""
+    return "s" + name.encode("utf-8", "surrogatepass").hex()
 
 
 def _safe(text: str) -> str:

@@ -661,3 +661,30 @@ def test_a_wall_clock_step_neither_hides_nor_drops_window_values(
     assert monitor.record_outcome(first, "cat").value == "recorded"
     delay = value(registry, "model_outcome_delay_seconds_sum", model="m", version="unversioned")
     assert delay == pytest.approx(max(0.0, step), abs=5.0)
+
+
+# -- workers exchange their windows by stream name ----------------------------------------------
+
+
+def test_workers_merge_each_feature_with_itself_whatever_their_feature_order(
+    tmp_path: Path, profile: ReferenceProfile, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two workers of one service whose features come in another order (a config edited between
+    # restarts, a reordered mapping): merged by position, one worker's x was the other's y.
+    def worker(pid: int, features: list[str]) -> ModelMonitor:
+        monkeypatch.setattr("exporter.monitor.os.getpid", lambda: pid)
+        return ModelMonitor("m", reference=profile, registry=CollectorRegistry(),
+                            features=features, min_samples=10, state_dir=tmp_path)  # fmt: skip
+
+    first = worker(1001, ["x", "y", "color"])
+    second = worker(1002, ["color", "y", "x"])
+    for _ in range(50):
+        first.observe({"x": 3.0, "y": 5.0, "color": "red"}, "cat")  # x 3 std above its mean
+    first.flush()
+    merged = second.drift(max_age=0)
+    assert merged["x"]["1h"].samples == 50
+    x_shift, y_shift = merged["x"]["1h"].zscore, merged["y"]["1h"].zscore
+    assert x_shift is not None and y_shift is not None
+    assert x_shift == pytest.approx(first.drift(max_age=0)["x"]["1h"].zscore)
+    assert x_shift > 2.5 and y_shift < 0.5
+    assert merged["color"]["1h"].samples == 50
