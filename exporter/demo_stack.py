@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import os
 import re
 import secrets
@@ -47,6 +48,8 @@ CHECKOUT_FILES = ("prometheus/rules", "alertmanager/alertmanager.yml", "examples
 #: demo's groups run every 5 s; the slow drift windows' every minute).
 FIRST_EVALUATION_SECONDS = 20.0
 START_TIMEOUT_SECONDS = 60.0
+#: prctl(2) option: the signal a process gets when its parent dies (Linux).
+PR_SET_PDEATHSIG = 1
 EXIT_NOT_CAUGHT = 1
 EXIT_SETUP = 2
 EXIT_INTERRUPTED = 130
@@ -84,8 +87,9 @@ class Stack:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "wb") as out:
             process = subprocess.Popen(
-                argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True
-            )
+                argv, stdout=out, stderr=subprocess.STDOUT, cwd=self.root,
+                start_new_session=True, preexec_fn=_die_with_parent,
+            )  # fmt: skip
         self.processes[name] = process
         deadline = time.monotonic() + START_TIMEOUT_SECONDS
         while time.monotonic() < deadline:
@@ -100,11 +104,15 @@ class Stack:
             f"{name} did not become ready within {START_TIMEOUT_SECONDS:.0f} s (log {log})"
         )
 
-    def stop(self) -> None:
+    def signal_all(self, signum: int) -> None:
+        """Send ``signum`` to every running process the demo started (returns at once)."""
         for process in reversed(list(self.processes.values())):
             if process.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+                    os.killpg(process.pid, signum)
+
+    def stop(self) -> None:
+        self.signal_all(signal.SIGTERM)
         for process in self.processes.values():
             try:
                 process.wait(timeout=15)
@@ -112,6 +120,13 @@ class Stack:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def _die_with_parent() -> None:
+    """In a child, before it runs: have Linux send it SIGTERM when the demo dies, however it
+    dies (SIGKILL included), so no server outlives the demo that started it."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _port(preferred: int) -> int:
@@ -275,6 +290,7 @@ def run_stack(scenario: str, duration: float, data_dir: Path) -> int:
         shutil.rmtree(data_dir)
     data_dir.mkdir(parents=True)
     stack = Stack(data_dir, root)
+    _Terminated.stack = stack
     python = [sys.executable, "-m", "exporter.cli"]
     ports = {name: _port(port) for name, port in PORTS.items()}
     watcher = None
@@ -465,6 +481,8 @@ class _Terminated:
     """Whether SIGTERM arrived: the run then ends as an interrupted one, with status 143."""
 
     seen = False
+    #: The running stack, told at once to stop when SIGTERM comes.
+    stack: Stack | None = None
 
 
 def _interrupt_on_sigterm(signum: int, frame: object) -> None:
@@ -474,6 +492,11 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
     # inside whichever task was running and could be swallowed with it, leaving the children up;
     # Python's default SIGTERM would end this process at once and leave them running too.
     _Terminated.seen = True
+    # Every server is told now, whatever the main flow is doing when the signal lands: even if
+    # it were stuck, a supervisor's SIGKILL after its grace period would find them on the way
+    # out (and Linux sends them SIGTERM when this process dies: _die_with_parent).
+    if _Terminated.stack is not None:
+        _Terminated.stack.signal_all(signal.SIGTERM)
     signal.raise_signal(signal.SIGINT)
 
 
