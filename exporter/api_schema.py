@@ -24,13 +24,12 @@ JsonSchema = dict[str, Any]
 LARGEST_DOUBLE = 1.7976931348623157e308
 #: Longest ``prediction_id`` /feedback takes (the service's ``_check_outcome``).
 MAX_PREDICTION_ID_LENGTH = 256
-#: The bounds as exact integers: written as a float, the largest double's shortest decimal
-#: (1.7976931348623157e308) is about 8e291 below its exact value, and an integer between the
-#: two, which the service accepts (it is a double), would look out of the schema's range.
+#: An integer past 1.7976931348623157e308 as written (not the double's exact value, about 8e291
+#: more) is refused as out of range, as the schema says (exporter.coerce).
 _FINITE_NUMBER: JsonSchema = {
     "type": "number",
-    "minimum": -int(LARGEST_DOUBLE),
-    "maximum": int(LARGEST_DOUBLE),
+    "minimum": -LARGEST_DOUBLE,
+    "maximum": LARGEST_DOUBLE,
 }
 
 #: A value of each JSON type, as the service's parser hands it to the checks.

@@ -23,8 +23,9 @@ NaN (any float type, Decimal NaN or sNaN)     nan         missing            nan
 +-inf (any float type, Decimal("Infinity"))   inf         "inf" / "-inf"     wrong_type
 int, np.int64 and other numpy integers,       the float   its digits         as a number
 int subclasses
-int past the largest double (10**400, or     inf         its digits         wrong_type
-1 + the largest double as an int)
+int past the largest double as JSON writes  inf         its digits         wrong_type
+it (10**400, 17976931348623157 * 10**292 +
+1)
 Decimal("3.5"), Fraction, other numbers.Real  the float   whole: digits,     as a number
                                                           else str(value)
 bool, np.bool_                                wrong_type  "True" / "False"   wrong_type
@@ -129,10 +130,14 @@ class _Absent:
 
 ABSENT: Any = _Absent()
 
-#: The largest finite double, and its exact integer value: float() rounds an integer a little
-#: past it down to it, but that integer is past every double all the same.
+#: The largest finite double, and the largest exact number (an int, a Decimal) taken as one: the
+#: double's shortest decimal, 17976931348623157 x 10**292, about 8e291 below its exact value.
+#: That is the bound a JSON schema states (``maximum: 1.7976931348623157e308``) and validators
+#: compare exactly, so an integer between the two would be valid to the library and out of range
+#: to the API's schema; float() would round it to the largest double, and past the exact value
+#: down to it too, so neither is a double the client meant.
 LARGEST_DOUBLE = 1.7976931348623157e308
-_LARGEST_INTEGER = int(LARGEST_DOUBLE)
+_LARGEST_INTEGER = 17976931348623157 * 10**292
 
 #: Values that hold several values: never one number or one category.
 _CONTAINERS = (bytes, bytearray, memoryview, list, tuple, dict, set, frozenset, np.ndarray)
