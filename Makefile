@@ -57,7 +57,7 @@ demo: venv tools
 bench: venv
 	$(PY) benchmarks/bench_monitor.py
 
-# False alerts per day and delay to alert, by traffic, with the real rules (about an hour on 2
+# False alerts per day and delay to alert, by traffic, with the real rules (about 2 hours on 2
 # cores; results in benchmarks/README.md).
 bench-detection: venv tools
 	$(PY) benchmarks/bench_detection.py

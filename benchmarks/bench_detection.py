@@ -14,7 +14,7 @@ config, evaluated by the real Prometheus and promtool:
 
 at 0.05, 1 and 20 predictions per second. Usage::
 
-    python benchmarks/bench_detection.py                 # everything (about an hour on 2 cores)
+    python benchmarks/bench_detection.py                 # everything (about 2 hours on 2 cores)
     python benchmarks/bench_detection.py --quick        # fare only, one seed, 1 and 20/s
     python benchmarks/bench_detection.py --only fare:drift:1
 

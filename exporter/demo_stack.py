@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import faulthandler
 import os
 import re
 import secrets
@@ -502,6 +503,8 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 
 def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    # `kill -USR1 PID` prints where every thread is: for a demo that does not stop.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         status = run_stack(args.scenario, args.duration, Path(args.data_dir))
         return 128 + signal.SIGTERM if _Terminated.seen else status

@@ -285,7 +285,17 @@ def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
         urls = _printed_urls(lines)
         assert "Prometheus: alerts" in urls, "\n".join(lines)
         process.terminate()  # SIGTERM to the demo alone, as a supervisor or `kill` would
-        assert process.wait(timeout=60) == 128 + signal.SIGTERM
+        try:
+            status = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGUSR1)  # the demo's faulthandler: every thread's stack
+            time.sleep(2)
+            os.set_blocking(process.stdout.fileno(), False)
+            stacks = process.stdout.read() or ""
+            raise AssertionError(
+                f"no exit 60 s after SIGTERM; where it was:\n{stacks[-8000:]}"
+            ) from None
+        assert status == 128 + signal.SIGTERM
     finally:
         stop(process)  # type: ignore[arg-type]
         process.stdout.close()
