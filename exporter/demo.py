@@ -718,7 +718,9 @@ def run_demo(
     demo = _Run(probed, phases, duration, rate, feedback_delay, max_in_flight, console)
     try:
         asyncio.run(demo.main())
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        # Ctrl-C (or demo-stack's SIGTERM, handled as one): asyncio cancels the run and raises
+        # KeyboardInterrupt, or CancelledError when the run's task was cancelled more than once.
         demo.interrupted = True
     finally:
         demo.finish_timeline()

@@ -295,7 +295,8 @@ def test_sigterm_stops_every_process_the_demo_started(tmp_path: Path) -> None:
             raise AssertionError(
                 f"no exit 60 s after SIGTERM; where it was:\n{stacks[-8000:]}"
             ) from None
-        assert status == 128 + signal.SIGTERM
+        rest = process.stdout.read()
+        assert status == 128 + signal.SIGTERM, "\n".join([*lines, rest])
     finally:
         stop(process)  # type: ignore[arg-type]
         process.stdout.close()
