@@ -13,6 +13,8 @@ reported as not caught and fails the run.
 
 from __future__ import annotations
 
+import argparse
+import faulthandler
 import os
 import re
 import shutil
@@ -253,6 +255,28 @@ def test_demo_stack_outside_a_checkout_exits_2_with_one_line(tmp_path: Path) -> 
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert "needs a checkout of the repository" in result.stderr
+
+
+@pytest.mark.parametrize("terminated", [True, False])
+def test_an_error_on_the_way_out_after_sigterm_is_exit_143(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], terminated: bool
+) -> None:
+    # SIGTERM stops the servers at once; the traffic's first probe then met "connection
+    # refused" and the demo exited 1 with a traceback (seen on a loaded CI machine).
+    def failing_stack(*args: object) -> int:
+        raise demo.TargetError("cannot reach http://127.0.0.1:8000/healthz")
+
+    monkeypatch.setattr(demo_stack, "run_stack", failing_stack)
+    monkeypatch.setattr(demo_stack._Terminated, "seen", terminated)
+    monkeypatch.setattr(signal, "signal", lambda *args: None)  # leave pytest's handlers be
+    monkeypatch.setattr(faulthandler, "register", lambda *args, **kwargs: None)
+    args = argparse.Namespace(scenario="steady", duration=10.0, data_dir="unused")
+    status = demo_stack.run(args)
+    if terminated:
+        assert status == 128 + signal.SIGTERM and capsys.readouterr().err == ""
+    else:
+        assert status == demo_stack.EXIT_SETUP
+        assert "cannot reach" in capsys.readouterr().err
 
 
 def test_watcher_stops_when_a_signal_came_before_its_thread_started() -> None:
