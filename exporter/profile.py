@@ -19,189 +19,77 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
-import numpy.typing as npt
 import pandas as pd
 from pydantic import (
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
-from exporter import stats
+from exporter._profile_build import (
+    guess_kind,
+    profile_categorical,
+    profile_numeric,
+    profile_segments,
+)
+from exporter._profile_schema import (
+    MAX_BINS,
+    MAX_KNOWN_CATEGORIES,
+    MAX_SEGMENTS,
+    MAX_TOP_K,
+    MIN_SEGMENT_ROWS,
+    OTHER,
+    OUTPUT,
+    SCHEMA_VERSION,
+    CategoricalFeature,
+    FeatureReference,
+    IntArray,
+    NumericFeature,
+    ProfileError,
+    Segment,
+    Segments,
+    SegmentShares,
+    StrictModel,
+    check_segments,
+)
 
 # Re-exported: the profile keys categories as the monitor judges them.
 from exporter.coerce import category_key as category_key
-from exporter.errors import ExporterError
 from exporter.text import has_lone_surrogate
 
-#: Version of the JSON layout; bumped when a reader of the old layout would misread the new one.
-#: ``labels`` and ``segments`` were added without a bump: each is optional and left out of the file
-#: when absent, so a file without them is exactly the layout every reader of version 1 reads (a
-#: reader older than them refuses a file that has them, as an unknown field: it never misreads it).
-SCHEMA_VERSION = 1
-#: Bucket for categories outside the top-K (and classes beyond ``max_classes``).
-OTHER = "__other__"
-#: Feature name under which the model's output is profiled and exported.
-OUTPUT = "__prediction__"
-#: How many categories seen in training, beyond the top-K, the profile remembers so that a value
-#: never seen in training can be told from a rare one. Past this the vocabulary is marked
-#: incomplete and unseen values simply go to ``__other__``.
-MAX_KNOWN_CATEGORIES = 10_000
-#: Tolerance for reference shares summing to 1 after a JSON round trip.
-_SHARE_SUM_TOLERANCE = 1e-6
-#: Upper bounds of ``bins`` and ``top_k``: each bin or category is a series per feature, and a
-#: typo such as ``--bins 100000000`` would otherwise run until memory runs out.
-MAX_BINS = 1000
-MAX_TOP_K = 1000
-#: Longest excerpt of a bad value quoted in an error message.
-_EXCERPT_LENGTH = 60
-#: Rows a segment value needs before its own reference is kept. A reference estimated on ``n``
-#: rows adds about ``(bins - 1) / n`` to the PSI of traffic that did not change at all (each bin's
-#: share is off by sampling noise, and PSI sums the squares): 500 rows keep that bias near 0.02
-#: for 10 bins, a fifth of the 0.1 warning threshold. Rarer values, and values never seen, are
-#: compared with the overall shares instead.
-MIN_SEGMENT_ROWS = 500
-#: Most segment values a profile keeps: each costs a share vector per feature in the file and a
-#: count per feature in the monitor's windows. A column with more distinct frequent values is an
-#: identifier, not a context.
-MAX_SEGMENTS = 1000
-
-IntArray = npt.NDArray[np.int64]
+# The schema's models and limits live in exporter._profile_schema; this module is their public home.
+__all__ = [
+    "CategoricalFeature",
+    "FeatureReference",
+    "IntArray",
+    "MAX_BINS",
+    "MAX_KNOWN_CATEGORIES",
+    "MAX_SEGMENTS",
+    "MAX_TOP_K",
+    "MIN_SEGMENT_ROWS",
+    "NumericFeature",
+    "OTHER",
+    "OUTPUT",
+    "ProfileError",
+    "ReferenceProfile",
+    "SCHEMA_VERSION",
+    "Segment",
+    "SegmentShares",
+    "Segments",
+    "category_key",
+]
 
 
-class ProfileError(ExporterError, ValueError):
-    """A profile that cannot be built or loaded; the message names the file, field and problem."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def _check_shares(share: list[float], expected_len: int, what: str) -> None:
-    if len(share) != expected_len:
-        raise ValueError(f"reference_share has {len(share)} entries, {what} need {expected_len}")
-    if any(not math.isfinite(s) or s < 0 for s in share):
-        raise ValueError("reference_share entries must be finite and >= 0")
-    if abs(sum(share) - 1.0) > _SHARE_SUM_TOLERANCE:
-        raise ValueError(f"reference_share must sum to 1, sums to {sum(share):.6f}")
-
-
-class NumericFeature(_Strict):
-    """Reference of a numeric feature; see :mod:`exporter.stats` for the bin convention."""
-
-    kind: Literal["numeric"] = "numeric"
-    edges: list[float]
-    reference_share: list[float]
-    mean: float
-    std: float = Field(ge=0)
-    count: int = Field(ge=1)
-    missing_rate: float = Field(ge=0, le=1)
-    min: float
-    max: float
-    sample: list[float] = Field(min_length=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> NumericFeature:
-        if any(not math.isfinite(e) for e in self.edges):
-            raise ValueError("edges must be finite")
-        if any(b <= a for a, b in zip(self.edges, self.edges[1:], strict=False)):
-            raise ValueError("edges must be strictly increasing")
-        _check_shares(self.reference_share, len(self.edges) + 1, f"{len(self.edges)} edges")
-        if any(not math.isfinite(v) for v in self.sample):
-            raise ValueError("sample values must be finite")
-        if any(b < a for a, b in zip(self.sample, self.sample[1:], strict=False)):
-            raise ValueError("sample must be sorted ascending")
-        if not all(math.isfinite(v) for v in (self.mean, self.std, self.min, self.max)):
-            raise ValueError("mean, std, min and max must be finite")
-        return self
-
-    @property
-    def bin_labels(self) -> list[str]:
-        """Label values of the ``bin`` label: zero-padded indexes, so they sort as numbers."""
-        return [f"{i:02d}" for i in range(len(self.edges) + 1)]
-
-
-class CategoricalFeature(_Strict):
-    """Reference of a categorical feature: top-K categories plus ``__other__``."""
-
-    kind: Literal["categorical"] = "categorical"
-    categories: list[str]
-    reference_share: list[float]
-    count: int = Field(ge=1)
-    missing_rate: float = Field(ge=0, le=1)
-    known_other: list[str] = Field(default_factory=list)
-    known_other_complete: bool = True
-
-    @model_validator(mode="after")
-    def _consistent(self) -> CategoricalFeature:
-        if len(set(self.categories)) != len(self.categories):
-            raise ValueError("categories must be unique")
-        if OTHER in self.categories:
-            raise ValueError(f"{OTHER!r} is reserved and cannot be a category")
-        _check_shares(
-            self.reference_share,
-            len(self.categories) + 1,
-            f"{len(self.categories)} categories plus {OTHER}",
-        )
-        return self
-
-    @property
-    def bin_labels(self) -> list[str]:
-        return [*self.categories, OTHER]
-
-
-FeatureReference = Annotated[NumericFeature | CategoricalFeature, Field(discriminator="kind")]
-
-
-class SegmentShares(_Strict):
-    """One feature (or the output) on the rows of one segment value: the shares of the overall
-    reference's bins (same edges, same categories), the mean of a numeric feature, and how many
-    valid values they come from."""
-
-    reference_share: list[float]
-    count: int = Field(ge=1)
-    mean: float | None = None
-
-    @model_validator(mode="after")
-    def _finite(self) -> SegmentShares:
-        if self.mean is not None and not math.isfinite(self.mean):
-            raise ValueError("mean must be finite")
-        return self
-
-
-class Segment(_Strict):
-    """The reference of one value of the segment feature: its row count and, per feature with
-    enough valid values on those rows, its :class:`SegmentShares`. A feature left out (too few
-    values) is compared with the overall shares on these rows."""
-
-    count: int = Field(ge=1)
-    features: dict[str, SegmentShares] = Field(default_factory=dict)
-    output: SegmentShares | None = None
-
-
-class Segments(_Strict):
-    """The reference conditional on a context feature: one :class:`Segment` per value of
-    ``feature`` that had at least ``min_rows`` rows, keyed by :func:`category_key`."""
-
-    feature: str
-    min_rows: int = Field(ge=1)
-    values: dict[str, Segment]
-
-
-class ReferenceProfile(_Strict):
+class ReferenceProfile(StrictModel):
     """What the training data looked like, per feature and for the model's output.
 
     Build it with :meth:`from_frame`, keep it with :meth:`save`, read it back with :meth:`load`.
@@ -228,7 +116,7 @@ class ReferenceProfile(_Strict):
         # Fields are validated in order: features and output are there unless they failed.
         features = info.data.get("features")
         if value is not None and features is not None:
-            _check_segments(value, features, info.data.get("output"))
+            check_segments(value, features, info.data.get("output"))
         return value
 
     # -- building ------------------------------------------------------------------------------
@@ -297,18 +185,18 @@ class ReferenceProfile(_Strict):
         rng = np.random.default_rng(seed)
         features: dict[str, NumericFeature | CategoricalFeature] = {}
         for name in numeric:
-            features[name] = _profile_numeric(frame[name], name, bins, sample_size, rng)
+            features[name] = profile_numeric(frame[name], name, bins, sample_size, rng)
         for name in categorical:
-            features[name] = _profile_categorical(frame[name], name, top_k)
+            features[name] = profile_categorical(frame[name], name, top_k)
         kind = target_kind
         guide = predicted if predicted is not None else label
         if kind == "auto" and guide is not None:
-            kind = _guess_kind(frame[guide], top_k)
+            kind = guess_kind(frame[guide], top_k)
 
         def profile(column: str) -> NumericFeature | CategoricalFeature:
             if kind == "numeric":
-                return _profile_numeric(frame[column], column, bins, sample_size, rng)
-            return _profile_categorical(frame[column], column, top_k)
+                return profile_numeric(frame[column], column, bins, sample_size, rng)
+            return profile_categorical(frame[column], column, top_k)
 
         output = profile(predicted) if predicted is not None else None
         labels = None
@@ -320,7 +208,7 @@ class ReferenceProfile(_Strict):
             predictions = None
             if predicted is not None and output is not None:
                 predictions = (frame[predicted], output)
-            segments = _profile_segments(
+            segments = profile_segments(
                 frame[segment_by], segment_by, features, columns, predictions, min_segment_rows
             )
         return cls(
@@ -426,50 +314,6 @@ class ReferenceProfile(_Strict):
             )
 
 
-def _check_segments(
-    segments: Segments,
-    features: Mapping[str, NumericFeature | CategoricalFeature],
-    output: NumericFeature | CategoricalFeature | None,
-) -> None:
-    """Every segment's shares fit the overall reference they are read against."""
-    if segments.feature not in features:
-        raise ValueError(f"feature {segments.feature!r} is not a profiled feature")
-    if len(segments.values) > MAX_SEGMENTS:
-        raise ValueError(f"{len(segments.values)} values; at most {MAX_SEGMENTS}")
-    numeric_key = isinstance(features[segments.feature], NumericFeature)
-    for key, segment in segments.values.items():
-        if numeric_key and not _is_whole_number_text(key):
-            raise ValueError(f"values.{key}: a numeric segment feature needs whole-number keys")
-        parts: list[tuple[str, SegmentShares, NumericFeature | CategoricalFeature | None]] = [
-            (f"features.{name}", shares, features.get(name))
-            for name, shares in segment.features.items()
-        ]
-        if segment.output is not None:
-            parts.append(("output", segment.output, output))
-        for where, shares, reference in parts:
-            path = f"values.{key}.{where}"
-            if reference is None or where == f"features.{segments.feature}":
-                what = (
-                    "the profile has no output"
-                    if where == "output"
-                    else (f"not a profiled feature other than {segments.feature!r}")
-                )
-                raise ValueError(f"{path}: {what}")
-            try:
-                _check_shares(shares.reference_share, len(reference.bin_labels), "its bins")
-            except ValueError as exc:
-                raise ValueError(f"{path}: {exc}") from None
-            if (shares.mean is not None) != isinstance(reference, NumericFeature):
-                raise ValueError(f"{path}: mean is set for numeric features, and only for them")
-
-
-def _is_whole_number_text(key: str) -> bool:
-    try:
-        return str(int(key)) == key
-    except ValueError:
-        return False
-
-
 def _lone_surrogate_at(document: Any) -> str | None:
     """Dotted path of the first key or string holding a lone surrogate, or None."""
     stack: list[tuple[Any, str]] = [(document, "")]
@@ -493,11 +337,6 @@ def _lone_surrogate_at(document: Any) -> str | None:
     return None
 
 
-def _excerpt(text: str) -> str:
-    """``text`` cut to a readable length for an error message."""
-    return text if len(text) <= _EXCERPT_LENGTH else f"{text[:_EXCERPT_LENGTH]}..."
-
-
 def _describe(exc: ValidationError) -> str:
     problems = []
     for error in exc.errors()[:5]:
@@ -505,202 +344,3 @@ def _describe(exc: ValidationError) -> str:
         problems.append(f"{location}: {error['msg']}")
     more = exc.error_count() - len(problems)
     return "; ".join(problems) + (f"; and {more} more" if more > 0 else "")
-
-
-def _guess_kind(column: pd.Series, top_k: int) -> Literal["numeric", "categorical"]:
-    if pd.api.types.is_bool_dtype(column) or not pd.api.types.is_numeric_dtype(column):
-        return "categorical"
-    if pd.api.types.is_integer_dtype(column) and column.nunique(dropna=True) <= top_k:
-        return "categorical"
-    return "numeric"
-
-
-def _profile_numeric(
-    column: pd.Series, name: str, bins: int, sample_size: int, rng: np.random.Generator
-) -> NumericFeature:
-    total = len(column)
-    if total == 0:
-        raise ProfileError(f"column {name!r}: the data has no rows")
-    if pd.api.types.is_bool_dtype(column):
-        numbers = column.astype("float64")
-    else:
-        numbers = pd.to_numeric(column, errors="coerce")
-        unparsable = numbers.isna() & column.notna()
-        if unparsable.any():
-            bad = column[unparsable]
-            raise ProfileError(
-                f"column {name!r} is listed as numeric but row {bad.index[0]} holds "
-                f"{_excerpt(repr(bad.iloc[0]))}; "
-                "list it as categorical or clean the data"
-            )
-    values = numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = values[np.isfinite(values)]
-    if finite.size == 0:
-        raise ProfileError(f"column {name!r} has no finite values to profile")
-    edges = stats.quantile_edges(finite, bins)
-    share = stats.shares(stats.bin_counts(finite, edges))
-    described = stats.moments(finite)
-    if finite.size > sample_size:
-        kept = rng.choice(finite, size=sample_size, replace=False)
-    else:
-        kept = finite
-    return NumericFeature(
-        edges=edges.tolist(),
-        reference_share=share.tolist(),
-        mean=described.mean,
-        std=described.std,
-        count=described.n,
-        missing_rate=float(1 - finite.size / total),
-        min=float(finite.min()),
-        max=float(finite.max()),
-        sample=np.sort(kept).tolist(),
-    )
-
-
-def _profile_categorical(column: pd.Series, name: str, top_k: int) -> CategoricalFeature:
-    total = len(column)
-    if total == 0:
-        raise ProfileError(f"column {name!r}: the data has no rows")
-    keys = pd.Series([category_key(v) for v in column.tolist()], dtype=object).dropna()
-    if keys.empty:
-        raise ProfileError(f"column {name!r} has no values to profile")
-    if (keys == OTHER).any():
-        raise ProfileError(f"column {name!r} holds the reserved value {OTHER!r}")
-    counts = keys.value_counts(sort=True)
-    top = counts.iloc[:top_k]
-    rest = counts.iloc[top_k:]
-    share = [*(top / len(keys)).tolist(), float(rest.sum() / len(keys))]
-    share[-1] = max(0.0, 1.0 - sum(share[:-1]))  # exact sum 1 despite rounding
-    known = [str(k) for k in rest.index[:MAX_KNOWN_CATEGORIES]]
-    return CategoricalFeature(
-        categories=[str(k) for k in top.index],
-        reference_share=share,
-        count=int(len(keys)),
-        missing_rate=float(1 - len(keys) / total),
-        known_other=known,
-        known_other_complete=len(rest) <= MAX_KNOWN_CATEGORIES,
-    )
-
-
-def _segment_keys(column: pd.Series, name: str, numeric: bool) -> pd.Series:
-    """The :func:`category_key` of each row's segment value (None when missing)."""
-    if not numeric:
-        return pd.Series(
-            [category_key(v) for v in column.tolist()], index=column.index, dtype=object
-        )
-    values = _floats(column)
-    finite = np.isfinite(values)
-    whole = finite & (values == np.floor(np.where(finite, values, 0.0)))
-    if not np.array_equal(whole, finite):
-        row = int(np.flatnonzero(finite & ~whole)[0])
-        raise ProfileError(
-            f"segment_by {name!r}: row {column.index[row]} holds {float(values[row])!r}; a numeric "
-            "segment feature must hold whole numbers (profile it as categorical otherwise)"
-        )
-    keys = [
-        str(int(v)) if ok else None for v, ok in zip(values.tolist(), finite.tolist(), strict=True)
-    ]
-    return pd.Series(keys, index=column.index, dtype=object)
-
-
-def _floats(column: pd.Series) -> npt.NDArray[np.float64]:
-    """A column already accepted as numeric, as floats (NaN where missing)."""
-    if pd.api.types.is_bool_dtype(column):
-        column = column.astype("float64")
-    numbers = pd.to_numeric(column, errors="coerce")
-    return numbers.to_numpy(dtype=np.float64, na_value=np.nan)
-
-
-def _bin_index(column: pd.Series, reference: NumericFeature | CategoricalFeature) -> IntArray:
-    """Each row's bin in ``reference`` (its edges or categories), -1 for a missing value."""
-    if isinstance(reference, NumericFeature):
-        values = _floats(column)
-        index = np.searchsorted(np.asarray(reference.edges, dtype=np.float64), values, side="right")
-        return np.where(np.isfinite(values), index, -1).astype(np.int64)
-    position = {c: i for i, c in enumerate(reference.categories)}
-    other = len(reference.categories)
-    keys = [category_key(v) for v in column.tolist()]
-    return np.asarray([-1 if k is None else position.get(k, other) for k in keys], dtype=np.int64)
-
-
-def _segment_shares(
-    codes: IntArray,
-    kept: int,
-    column: pd.Series,
-    reference: NumericFeature | CategoricalFeature,
-    min_rows: int,
-) -> list[SegmentShares | None]:
-    """Per kept segment (``codes`` is each row's segment, -1 for none kept): the shares of
-    ``reference``'s bins on that segment's rows, or None with fewer than ``min_rows`` values."""
-    bins = len(reference.bin_labels)
-    index = _bin_index(column, reference)
-    valid = (codes >= 0) & (index >= 0)
-    # One bincount over (segment, bin) pairs instead of one pass per segment.
-    counts = np.bincount(codes[valid] * bins + index[valid], minlength=kept * bins).reshape(
-        kept, bins
-    )
-    sums = None
-    if isinstance(reference, NumericFeature):
-        values = _floats(column)[valid]
-        # Divided by the largest magnitude first, as stats.moments does, so huge values cannot
-        # overflow the sums.
-        scale = float(np.max(np.abs(values))) if values.size else 0.0
-        weights = values / scale if scale > 0 else values
-        sums = np.bincount(codes[valid], weights=weights, minlength=kept) * (scale or 1.0)
-    result: list[SegmentShares | None] = []
-    for segment in range(kept):
-        n = int(counts[segment].sum())
-        if n < min_rows:
-            result.append(None)
-            continue
-        share = stats.shares(counts[segment]).tolist()
-        if isinstance(reference, CategoricalFeature):
-            share[-1] = max(0.0, 1.0 - sum(share[:-1]))  # exact sum 1, as the overall shares
-        mean = float(sums[segment] / n) if sums is not None else None
-        result.append(SegmentShares(reference_share=share, count=n, mean=mean))
-    return result
-
-
-def _profile_segments(
-    column: pd.Series,
-    name: str,
-    features: Mapping[str, NumericFeature | CategoricalFeature],
-    columns: Mapping[str, pd.Series],
-    output: tuple[pd.Series, NumericFeature | CategoricalFeature] | None,
-    min_rows: int,
-) -> Segments:
-    """The reference of every other feature (``columns``) and of the output (its column and
-    overall reference) per value of the segment feature ``column``."""
-    reference = features[name]
-    keys = _segment_keys(column, name, isinstance(reference, NumericFeature))
-    sizes = keys.value_counts(dropna=True)
-    frequent = [str(k) for k, n in sizes.items() if n >= min_rows]
-    if isinstance(reference, NumericFeature):
-        frequent.sort(key=int)
-    else:
-        frequent.sort()
-    if len(frequent) > MAX_SEGMENTS:
-        raise ProfileError(
-            f"segment_by {name!r}: {len(frequent)} values have at least {min_rows} rows; at "
-            f"most {MAX_SEGMENTS} are kept: segment by a coarser column"
-        )
-    position = {k: i for i, k in enumerate(frequent)}
-    codes = np.asarray([position.get(k, -1) if k is not None else -1 for k in keys.tolist()],
-                       dtype=np.int64)  # fmt: skip
-    kept = len(frequent)
-    per_feature = {
-        feature: _segment_shares(codes, kept, series, features[feature], min_rows)
-        for feature, series in columns.items()
-    }
-    per_output = (
-        _segment_shares(codes, kept, output[0], output[1], min_rows) if output else [None] * kept
-    )
-    values: dict[str, Segment] = {}
-    for i, key in enumerate(frequent):
-        shares = {f: found[i] for f, found in per_feature.items()}
-        values[key] = Segment(
-            count=int(sizes[key]),
-            features={f: s for f, s in shares.items() if s is not None},
-            output=per_output[i],
-        )
-    return Segments(feature=name, min_rows=min_rows, values=values)
