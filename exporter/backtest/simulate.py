@@ -49,7 +49,7 @@ Scenarios (:data:`SCENARIOS`)
     value, as it would in production.
 ``drift``, ``moderate-drift``
     Inputs shift so the most drifted input's population PSI against the reference is about 0.30
-    or 0.12 (:data:`FARE_DRIFT_FACTOR`, :data:`INTENT_DRIFT_SHARE` and their moderate versions).
+    or 0.12 (the factors and shares of :mod:`exporter.backtest.faults`).
 ``mae`` (fare), ``degrade`` (fare and intent)
     Ground truth goes wrong: actual fares are the true fare plus :data:`MAE_FARE_OFFSET` dollars;
     :data:`DEGRADED_WRONG_SHARE` of actual intents are another intent. ``mae`` is a regression
@@ -101,6 +101,20 @@ import numpy.typing as npt
 import pandas as pd
 
 from exporter.backtest import traffic
+from exporter.backtest.faults import (
+    BASELINE_ERROR_SHARE,
+    BASELINE_LATENCY_MEDIAN_SECONDS,
+    BASELINE_LATENCY_SIGMA,
+    DEGRADED_WRONG_SHARE,
+    ERROR_NAME,
+    FARE_DRIFT,
+    FAULT_ERROR_SHARE,
+    INTENT_DRIFT,
+    MAE_FARE_OFFSET,
+    SLOW_FACTOR,
+    SLOW_JITTER,
+    SLOW_SHARE,
+)
 from exporter.backtest.traffic import (
     EXAMPLES,
     RAW_FEATURES,
@@ -110,7 +124,7 @@ from exporter.backtest.traffic import (
     config_path,
     input_psi,
 )
-from exporter.demo_models import DemoModelError, intent
+from exporter.demo_models import intent
 
 __all__ = [
     "EXAMPLES",
@@ -156,46 +170,6 @@ LOG_TAIL = (
     "phase",
 )
 
-#: Every call fails this often, fault or not (a production model's background of odd requests).
-BASELINE_ERROR_SHARE = 0.001
-ERROR_NAME = DemoModelError.__name__
-#: Inference time of a healthy call: lognormal with this median (seconds) and log-sd, so the p95
-#: is about 7 ms, far below the examples' 0.25 s ``latency_p95_seconds``.
-BASELINE_LATENCY_MEDIAN_SECONDS = 0.003
-BASELINE_LATENCY_SIGMA = 0.5
-#: ``errors``: share of calls that fail during the fault.
-FAULT_ERROR_SHARE = 0.10
-#: ``latency``: share of calls that are slow, and how slow, in multiples of the threshold (the
-#: p95 then falls inside the slow tenth, at about 3.15 times the threshold).
-SLOW_SHARE = 0.10
-SLOW_FACTOR = 3.0
-SLOW_JITTER = (1.0, 1.1)
-#: Fare drift multiplies each trip's driven distance (``synthetic_trips(shift=...)``: duration,
-#: straight-line distance and fare follow). Found by root-finding on the mean PSI of 4 x 10^6
-#: trips (:func:`fault_psi`) against ``examples/fare/reference.json``, each hour against its own
-#: reference: 1.506 gives PSI 0.30 on trip_miles (0.29 straight_line_km, 0.23 trip_seconds);
-#: 1.29 gives 0.12 on trip_miles (0.12 straight_line_km, 0.09 trip_seconds).
-FARE_DRIFT_FACTOR = 1.506
-FARE_MODERATE_DRIFT_FACTOR = 1.29
-#: Intent drift turns this share of requests into shifted ones (``synthetic_requests(shift=True)``:
-#: long pasted texts of unknown words, mostly by phone). Found by root-finding on the mixture of
-#: 1.2 x 10^6 normal and 200,000 shifted requests against ``examples/intent/reference.json``:
-#: 0.245 gives PSI 0.30 on oov_share and text_length (0.20 token_count, 0.13 channel); 0.145
-#: gives 0.12 on text_length (0.12 oov_share, 0.07 token_count, 0.05 channel).
-INTENT_DRIFT_SHARE = 0.245
-INTENT_MODERATE_DRIFT_SHARE = 0.145
-FARE_DRIFT: dict[str, float] = {
-    "drift": FARE_DRIFT_FACTOR,
-    "moderate-drift": FARE_MODERATE_DRIFT_FACTOR,
-}
-INTENT_DRIFT: dict[str, float] = {
-    "drift": INTENT_DRIFT_SHARE,
-    "moderate-drift": INTENT_MODERATE_DRIFT_SHARE,
-}
-#: ``mae``: dollars added to every actual fare, past the example's $5 critical MAE on its own.
-MAE_FARE_OFFSET = 6.0
-#: ``degrade``: share of actual intents replaced by another intent.
-DEGRADED_WRONG_SHARE = 0.30
 #: Where a fault starts when ``inject_after`` is not given, as a share of the log's length.
 DEFAULT_INJECT_SHARE = 0.5
 #: Rows :func:`fault_psi` draws: enough that sampling noise (about bins / rows) is negligible.
