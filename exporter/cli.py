@@ -324,7 +324,8 @@ def _add_serve(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str) -> None:
-    from exporter import demo, demo_stack
+    from exporter import demo
+    from exporter.demo import stack as demo_stack
 
     if name == "demo":
         p = sub.add_parser(

@@ -29,8 +29,10 @@ import httpx
 import pytest
 import yaml
 
-from exporter import demo, demo_stack, demo_watch
-from exporter.demo import TargetSummary
+from exporter import demo
+from exporter.demo import TargetSummary, _stack_config
+from exporter.demo import stack as demo_stack
+from exporter.demo import watch as demo_watch
 from tests.binaries import require_binary
 from tests.service_fixtures import ROOT, stop
 
@@ -238,7 +240,7 @@ def test_the_checkout_is_found_from_a_subdirectory_and_named_when_missing(
 ) -> None:
     assert demo_stack.find_checkout(ROOT / "docs") == ROOT
     # Outside any checkout, and with the package not inside one (an installed wheel):
-    monkeypatch.setattr(demo_stack, "__file__", str(tmp_path / "site" / "exporter" / "x.py"))
+    monkeypatch.setattr(_stack_config, "PACKAGE_DIR", tmp_path / "site" / "exporter")
     with pytest.raises(demo_stack.DemoError, match="needs a checkout of the repository"):
         demo_stack.find_checkout(tmp_path)
 
@@ -246,8 +248,8 @@ def test_the_checkout_is_found_from_a_subdirectory_and_named_when_missing(
 def test_demo_stack_outside_a_checkout_exits_2_with_one_line(tmp_path: Path) -> None:
     result = subprocess.run(
         [sys.executable, "-c",
-         "import sys; from exporter import demo_stack, cli;"
-         f"demo_stack.__file__ = {str(tmp_path / 'x' / 'exporter' / 'y.py')!r};"
+         "import sys, pathlib; from exporter import cli; from exporter.demo import _stack_config;"
+         f"_stack_config.PACKAGE_DIR = pathlib.Path({str(tmp_path / 'x' / 'exporter')!r});"
          "sys.exit(cli.main(['demo-stack', '--duration', '5']))"],
         cwd=tmp_path, capture_output=True, text=True, timeout=60,
         env={**os.environ, "PYTHONPATH": str(ROOT)},

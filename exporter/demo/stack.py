@@ -17,7 +17,6 @@ import contextlib
 import ctypes
 import faulthandler
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -34,17 +33,30 @@ from urllib.parse import quote
 import httpx
 import yaml
 
-from exporter import demo, demo_watch
-from exporter.errors import ExporterError
+from exporter import demo
+from exporter.demo import watch as demo_watch
+from exporter.demo._stack_config import (
+    DemoError,
+    alertmanager_config,
+    find_checkout,
+    prometheus_config,
+    shorten_for,
+)
+
+__all__ = [
+    "DemoError",
+    "add_arguments",
+    "alertmanager_config",
+    "find_checkout",
+    "prometheus_config",
+    "run",
+    "run_stack",
+    "shorten_for",
+]
 
 #: Preferred ports, the ones the docs and compose file use; a busy one is replaced by a free one.
 PORTS = {"intent": 8000, "fare": 8001, "receiver": 9099, "prometheus": 9090, "alertmanager": 9093}
-#: In the demo no alert waits longer than this before firing (the real rules wait longer).
-DEMO_MAX_FOR = "30s"
-#: Scrape and rule-evaluation interval of the demo's Prometheus.
-DEMO_INTERVAL = "5s"
-#: Files of the checkout the demo reads.
-CHECKOUT_FILES = ("prometheus/rules", "alertmanager/alertmanager.yml", "examples/fare/monitor.yml")
+
 #: How long to wait for Prometheus to evaluate every rule group once after it starts (the
 #: demo's groups run every 5 s; the slow drift windows' every minute).
 FIRST_EVALUATION_SECONDS = 20.0
@@ -54,25 +66,6 @@ PR_SET_PDEATHSIG = 1
 EXIT_NOT_CAUGHT = 1
 EXIT_SETUP = 2
 EXIT_INTERRUPTED = 130
-
-
-class DemoError(ExporterError):
-    """Something the user can fix (a missing checkout file, a service that did not start)."""
-
-
-def find_checkout(start: Path | None = None) -> Path:
-    """The repository checkout the demo runs from: ``start`` (default: the current directory) or
-    the nearest directory above it that holds the rules, the Alertmanager config and the
-    examples; then the directory above this package (an editable install)."""
-    here = (start or Path.cwd()).resolve()
-    candidates = [here, *here.parents, Path(__file__).resolve().parent.parent]
-    for candidate in candidates:
-        if all((candidate / needed).exists() for needed in CHECKOUT_FILES):
-            return candidate
-    raise DemoError(
-        "the demo stack needs a checkout of the repository (prometheus/rules, alertmanager/, "
-        "examples/); clone it and run `make demo` in it"
-    )
 
 
 @dataclass
@@ -140,71 +133,6 @@ def _port(preferred: int) -> int:
         except OSError:
             sock.bind(("127.0.0.1", 0))
             return int(sock.getsockname()[1])
-
-
-def shorten_for(rules_text: str, longest: str = DEMO_MAX_FOR) -> str:
-    """Rule file text with every ``for:`` longer than ``longest`` cut to it."""
-    from exporter.windows import parse_duration
-
-    limit = parse_duration(longest)
-
-    def cut(match: re.Match[str]) -> str:
-        value = match.group(2)
-        try:
-            seconds = parse_duration(value)
-        except ValueError:
-            return match.group(0)
-        return f"{match.group(1)}{longest if seconds > limit else value}"
-
-    return re.sub(r"^(\s*for:\s*)(\S+)\s*$", cut, rules_text, flags=re.M)
-
-
-def prometheus_config(
-    targets: list[str], receiver: str, alertmanager: str | None, rules_dir: Path
-) -> dict[str, object]:
-    """The demo's Prometheus config. ``rules_dir`` must be absolute: Prometheus resolves a
-    relative rule path against the directory of its config file, not its working directory."""
-    if not rules_dir.is_absolute():
-        raise ValueError(f"rules_dir must be absolute, got {rules_dir}")
-    config: dict[str, object] = {
-        "global": {"scrape_interval": DEMO_INTERVAL, "evaluation_interval": DEMO_INTERVAL},
-        "rule_files": [str(rules_dir / "*.yml")],
-        "scrape_configs": [
-            {"job_name": "model-exporter", "static_configs": [{"targets": targets}]},
-            {"job_name": "model-alert-receiver", "static_configs": [{"targets": [receiver]}]},
-        ],
-    }
-    if alertmanager:
-        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
-    return config
-
-
-def alertmanager_config(root: Path, receiver_url: str, token_file: Path) -> dict[str, object]:
-    """The project's routing and inhibition, delivering only to the local receiver.
-
-    Slack and email need secrets this demo does not have, so their receivers are kept (the
-    routes name them) but left without integrations.
-    """
-    config = yaml.safe_load((root / "alertmanager" / "alertmanager.yml").read_text())
-    config.pop("templates", None)
-    config["global"] = {"resolve_timeout": "5m"}
-    for receiver in config.get("receivers", []):
-        webhook = bool(receiver.get("webhook_configs"))
-        for key in [k for k in receiver if k.endswith("_configs")]:
-            del receiver[key]
-        if webhook:
-            receiver["webhook_configs"] = [
-                {
-                    "url": receiver_url,
-                    "send_resolved": True,
-                    "http_config": {
-                        "authorization": {"type": "Bearer", "credentials_file": str(token_file)}
-                    },
-                }
-            ]
-    route = config["route"]
-    route["group_wait"], route["group_interval"] = "10s", "30s"
-    return dict(config)
 
 
 # -- what the installed Prometheus and Alertmanager serve ------------------------------------------

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from exporter.demo import Phase, TargetSummary
+from exporter.demo._targets import TargetSummary
+from exporter.demo._traffic import Phase
 
 #: Alerts that show an injection, by injection and model task: one of them must fire per model.
 EXPECTED_ALERTS: dict[str, dict[str, tuple[str, ...]]] = {

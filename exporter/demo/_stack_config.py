@@ -1,0 +1,104 @@
+"""What the demo stack runs on: the checkout it reads the rules, the Alertmanager config and the
+examples from, and the Prometheus and Alertmanager configs it writes for its own servers."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+
+from exporter.errors import ExporterError
+
+#: In the demo no alert waits longer than this before firing (the real rules wait longer).
+DEMO_MAX_FOR = "30s"
+#: Scrape and rule-evaluation interval of the demo's Prometheus.
+DEMO_INTERVAL = "5s"
+#: Files of the checkout the demo reads.
+CHECKOUT_FILES = ("prometheus/rules", "alertmanager/alertmanager.yml", "examples/fare/monitor.yml")
+#: The ``exporter`` package's directory: an editable install runs from inside a checkout.
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+class DemoError(ExporterError):
+    """Something the user can fix (a missing checkout file, a service that did not start)."""
+
+
+def find_checkout(start: Path | None = None) -> Path:
+    """The repository checkout the demo runs from: ``start`` (default: the current directory) or
+    the nearest directory above it that holds the rules, the Alertmanager config and the
+    examples; then the directory above this package (an editable install)."""
+    here = (start or Path.cwd()).resolve()
+    candidates = [here, *here.parents, PACKAGE_DIR.parent]
+    for candidate in candidates:
+        if all((candidate / needed).exists() for needed in CHECKOUT_FILES):
+            return candidate
+    raise DemoError(
+        "the demo stack needs a checkout of the repository (prometheus/rules, alertmanager/, "
+        "examples/); clone it and run `make demo` in it"
+    )
+
+
+def shorten_for(rules_text: str, longest: str = DEMO_MAX_FOR) -> str:
+    """Rule file text with every ``for:`` longer than ``longest`` cut to it."""
+    from exporter.windows import parse_duration
+
+    limit = parse_duration(longest)
+
+    def cut(match: re.Match[str]) -> str:
+        value = match.group(2)
+        try:
+            seconds = parse_duration(value)
+        except ValueError:
+            return match.group(0)
+        return f"{match.group(1)}{longest if seconds > limit else value}"
+
+    return re.sub(r"^(\s*for:\s*)(\S+)\s*$", cut, rules_text, flags=re.M)
+
+
+def prometheus_config(
+    targets: list[str], receiver: str, alertmanager: str | None, rules_dir: Path
+) -> dict[str, object]:
+    """The demo's Prometheus config. ``rules_dir`` must be absolute: Prometheus resolves a
+    relative rule path against the directory of its config file, not its working directory."""
+    if not rules_dir.is_absolute():
+        raise ValueError(f"rules_dir must be absolute, got {rules_dir}")
+    config: dict[str, object] = {
+        "global": {"scrape_interval": DEMO_INTERVAL, "evaluation_interval": DEMO_INTERVAL},
+        "rule_files": [str(rules_dir / "*.yml")],
+        "scrape_configs": [
+            {"job_name": "model-exporter", "static_configs": [{"targets": targets}]},
+            {"job_name": "model-alert-receiver", "static_configs": [{"targets": [receiver]}]},
+        ],
+    }
+    if alertmanager:
+        config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": [alertmanager]}]}]}
+    return config
+
+
+def alertmanager_config(root: Path, receiver_url: str, token_file: Path) -> dict[str, object]:
+    """The project's routing and inhibition, delivering only to the local receiver.
+
+    Slack and email need secrets this demo does not have, so their receivers are kept (the
+    routes name them) but left without integrations.
+    """
+    config = yaml.safe_load((root / "alertmanager" / "alertmanager.yml").read_text())
+    config.pop("templates", None)
+    config["global"] = {"resolve_timeout": "5m"}
+    for receiver in config.get("receivers", []):
+        webhook = bool(receiver.get("webhook_configs"))
+        for key in [k for k in receiver if k.endswith("_configs")]:
+            del receiver[key]
+        if webhook:
+            receiver["webhook_configs"] = [
+                {
+                    "url": receiver_url,
+                    "send_resolved": True,
+                    "http_config": {
+                        "authorization": {"type": "Bearer", "credentials_file": str(token_file)}
+                    },
+                }
+            ]
+    route = config["route"]
+    route["group_wait"], route["group_interval"] = "10s", "30s"
+    return dict(config)
