@@ -61,7 +61,8 @@ class TLSError(ExporterError, ValueError):
 
 
 def read_tokens(path: Path) -> tuple[bytes, ...]:
-    """The tokens in ``path``: one per line, surrounding whitespace and blank lines ignored."""
+    """The tokens in ``path``: one per line (``\n`` or ``\r\n``), spaces and tabs around a token and
+    blank lines ignored; any other character outside visible ASCII refuses the file."""
     try:
         if path.stat().st_size > MAX_TOKEN_FILE_BYTES:
             raise TokenFileError(
@@ -75,8 +76,11 @@ def read_tokens(path: Path) -> tuple[bytes, ...]:
     except UnicodeDecodeError:
         raise TokenFileError(f"the token file {path} is not UTF-8 text") from None
     tokens: list[bytes] = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        token = line.strip()
+    # Lines end at "\n" only, and only ASCII blanks around a token are dropped: str.splitlines()
+    # and str.strip() also act on \v, \f, \x1c-\x1e, U+0085, U+2028 and U+2029, which made
+    # "abc<VT>def..." the two tokens "abc" and "def..." instead of a refused line.
+    for number, line in enumerate(text.split("\n"), start=1):
+        token = line.strip(" \t\r")
         if not token:
             continue
         # Visible ASCII only: what an HTTP header carries unchanged. The line number, not the

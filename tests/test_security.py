@@ -97,6 +97,29 @@ def test_a_bad_token_file_names_the_file_and_never_its_content(
     assert "s3cret" not in message
 
 
+@pytest.mark.parametrize(
+    "separator", ["\v", "\f", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029", "\x00"]
+)
+def test_a_control_character_inside_a_line_is_refused_not_a_line_break(
+    tmp_path: Path, separator: str
+) -> None:
+    # Python's str.splitlines() also breaks lines at these characters: the line
+    # "abc<VT>def..." was read as the two tokens "abc" and "def...", so "abc" opened the door.
+    path = tmp_path / "tokens"
+    path.write_text(f"s3cret{separator}part-two-0123456789abcdef\n", encoding="utf-8")
+
+    with pytest.raises(TokenFileError, match="line 1 holds a space or a character") as raised:
+        read_tokens(path)
+    assert "s3cret" not in str(raised.value)
+
+
+def test_crlf_and_surrounding_blanks_still_end_a_token(tmp_path: Path) -> None:
+    path = tmp_path / "tokens"
+    path.write_bytes(b"first-token-0123456789abcdef\r\n\t second-token-0123456789abcdef \r\n")
+
+    assert read_tokens(path) == (b"first-token-0123456789abcdef", b"second-token-0123456789abcdef")
+
+
 def test_loose_permissions_and_short_tokens_are_warnings_not_errors(tmp_path: Path) -> None:
     strict = BearerTokens.from_file(token_file(tmp_path / "strict", new_token()))
     loose = BearerTokens.from_file(token_file(tmp_path / "loose", "tiny-tok", mode=0o644))
