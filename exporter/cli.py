@@ -115,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             load_config(args.config), token_file=args.token_file, metrics_port=args.metrics_port
         )
         warnings = security.check_tls(args.ssl_certfile, args.ssl_keyfile)
+        _check_store_fits_workers(config, args.workers)
         data_dir.mkdir(parents=True, exist_ok=True)
         # Built once here, in every case, so a mistake is one clear line before any worker starts.
         checked = service.build_service(config, data_dir)
@@ -136,6 +137,17 @@ def cmd_serve(args: argparse.Namespace) -> int:
         checked.store.close()
         _serve_with_workers(args, config, data_dir, listener)
     return 0
+
+
+def _check_store_fits_workers(config: MonitorConfig, workers: int) -> None:
+    """A memory outcome store lives in one process: with several workers a feedback usually
+    reaches a worker that never saw its prediction and is answered 404."""
+    if workers > 1 and config.outcomes.store == "memory":
+        raise CommandError(
+            f"outcomes.store: memory keeps each worker's predictions in that worker alone, so "
+            f"with --workers {workers} most feedback would find no prediction (404); use "
+            f"outcomes.store: sqlite (the default), which the workers share, or --workers 1"
+        )
 
 
 def _log_level(args: argparse.Namespace) -> str:

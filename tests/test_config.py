@@ -99,6 +99,22 @@ def test_serve_reports_start_errors_in_one_line(tmp_path: Path, text: str, expec
     assert len(result.stderr.strip().splitlines()) == 1
 
 
+def test_a_memory_outcome_store_with_several_workers_is_refused_at_start(tmp_path: Path) -> None:
+    # Each worker would hold its own records: a feedback reaching another worker than its
+    # prediction's answered 404 (44 of 60 in a trial), silently.
+    config = write(tmp_path, VALID + "outcomes:\n  store: memory\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "serve", "--config", str(config), "--data-dir",
+         str(tmp_path / "data"), "--workers", "2", "--port", "0"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "outcomes.store: memory" in result.stderr and "--workers 2" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
+
+
 def test_the_examples_load() -> None:
     for name in ("intent", "fare"):
         config = load_config(ROOT / "examples" / name / "monitor.yml")
