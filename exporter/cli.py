@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import fcntl
 import inspect
 import logging
 import os
@@ -17,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from exporter import __version__
 from exporter.errors import CommandError
@@ -117,6 +118,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         warnings = security.check_tls(args.ssl_certfile, args.ssl_keyfile)
         _check_store_fits_workers(config, args.workers)
         data_dir.mkdir(parents=True, exist_ok=True)
+        lock = _lock_data_dir(data_dir)
         # Built once here, in every case, so a mistake is one clear line before any worker starts.
         checked = service.build_service(config, data_dir)
     except service.STARTUP_ERRORS + (security.TLSError,) as exc:
@@ -126,17 +128,48 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for warning in warnings + (checked.tokens.warnings() if checked.tokens else []):
         print(f"model-exporter serve: warning: {warning}", file=sys.stderr)
     limit_malloc_arenas()
-    try:
-        listener = _metrics_listener(args.host, args.port, config.service.metrics_port)
-    except CommandError:
-        checked.store.close()
-        raise
-    if args.workers == 1:
-        _serve_in_this_process(args, checked, listener)
-    else:
-        checked.store.close()
-        _serve_with_workers(args, config, data_dir, listener)
+    with lock:  # held until the service has stopped
+        try:
+            listener = _metrics_listener(args.host, args.port, config.service.metrics_port)
+        except CommandError:
+            checked.store.close()
+            raise
+        if args.workers == 1:
+            _serve_in_this_process(args, checked, listener)
+        else:
+            checked.store.close()
+            _serve_with_workers(args, config, data_dir, listener)
     return 0
+
+
+#: In the data directory: held (flock) by the `serve` that uses the directory, with its pid.
+DATA_DIR_LOCK = "serve.lock"
+
+
+def _lock_data_dir(data_dir: Path) -> IO[str]:
+    """Take the data directory for this process, before anything in it is read or cleared.
+
+    A second `serve` on the same directory used to clear the running one's multiprocess counter
+    files before failing to bind its port. The lock is an flock on an open file: the kernel drops
+    it when this process ends, even by SIGKILL, so a stale lock file never blocks a restart.
+    """
+    path = data_dir / DATA_DIR_LOCK
+    handle = open(path, "a+", encoding="utf-8")  # noqa: SIM115 (held for the process's life)
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise CommandError(
+            f"{data_dir} is in use by another model-exporter serve (pid {holder}); give this one "
+            "its own --data-dir"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
 
 
 def _check_store_fits_workers(config: MonitorConfig, workers: int) -> None:
