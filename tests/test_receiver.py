@@ -23,12 +23,13 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
 
-from exporter.alert_store import DATABASE_NAME, AlertStore
 from exporter.receiver import (
+    DATABASE_NAME,
     MAX_ALERTNAMES,
     MAX_BODY_BYTES,
     OTHER,
     AlertAction,
+    AlertStore,
     ReceiverConfigError,
     add_arguments,
     create_app,
@@ -631,7 +632,7 @@ def test_restart_keeps_alerts_recognises_duplicates_and_counts_from_zero(tmp_pat
 
 
 def test_store_refuses_a_data_dir_that_is_a_file(tmp_path):
-    from exporter.alert_store import StoreError
+    from exporter.receiver import StoreError
 
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")

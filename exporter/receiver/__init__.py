@@ -1,0 +1,113 @@
+"""The Alertmanager webhook receiver: ``model-exporter receiver``.
+
+Alertmanager posts notifications (webhook payload version 4) to ``POST /alerts``. Each alert is
+committed to SQLite (:mod:`exporter.receiver.store`) before the answer, so whatever was acknowledged
+survives a crash; a repeat of the same ``(fingerprint, startsAt, status)`` is acknowledged again
+but neither stored nor counted nor acted on twice, also after a restart. ``GET /alerts`` lists
+what was stored, ``/metrics`` counts it, and an optional actions file runs a command per alertname
+(for example a retraining job) with the alert's JSON on stdin.
+
+Alertmanager sends the bearer token with ``http_config: {authorization: {credentials_file: F}}``
+in its ``webhook_configs``; the receiver reads the same file with ``--token-file`` (several lines
+are several tokens, for a rotation) and then asks for it on ``POST /alerts`` and ``GET /alerts``;
+the probes, ``/metrics`` and the docs stay open. ``--ssl-certfile``/``--ssl-keyfile`` serve HTTPS.
+
+The package's modules: ``_payload`` (the webhook payload and the answers), ``_actions`` (the actions
+file and the threads that run its commands), ``_metrics`` (the receiver's counters), ``_app`` (the
+ASGI app), ``_command`` (the ``receiver`` subcommand) and ``store`` (the SQLite alert store).
+"""
+
+from __future__ import annotations
+
+from exporter.receiver._actions import (
+    ACTION_WORKERS,
+    DEFAULT_ACTION_TIMEOUT_SECONDS,
+    ActionRunner,
+    AlertAction,
+    Outcome,
+    ReceiverConfigError,
+    load_actions,
+    run_action,
+)
+from exporter.receiver._app import (
+    DEFAULT_LIST_LIMIT,
+    LIST_FILTERS,
+    MAX_BODY_BYTES,
+    MAX_FILTER_LENGTH,
+    MAX_LIST_LIMIT,
+    OPEN_PATHS,
+    create_app,
+)
+from exporter.receiver._command import (
+    DEFAULT_DATA_DIR,
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    add_arguments,
+    port_number,
+    run,
+)
+from exporter.receiver._metrics import MAX_ALERTNAMES, MAX_SEVERITIES, OTHER, ReceiverMetrics
+from exporter.receiver._payload import (
+    GO_ZERO_TIME,
+    MAX_REPORTED_ERRORS,
+    AlertList,
+    ErrorBody,
+    FieldError,
+    PostResult,
+    Status,
+    StoredNotification,
+    UtcDatetime,
+    WebhookAlert,
+    WebhookPayload,
+)
+from exporter.receiver.store import (
+    DATABASE_NAME,
+    AlertRecord,
+    AlertStore,
+    StoredAlert,
+    StoreError,
+)
+
+__all__ = [
+    "ACTION_WORKERS",
+    "ActionRunner",
+    "AlertAction",
+    "AlertList",
+    "AlertRecord",
+    "AlertStore",
+    "DATABASE_NAME",
+    "DEFAULT_ACTION_TIMEOUT_SECONDS",
+    "DEFAULT_DATA_DIR",
+    "DEFAULT_HOST",
+    "DEFAULT_LIST_LIMIT",
+    "DEFAULT_PORT",
+    "ErrorBody",
+    "FieldError",
+    "GO_ZERO_TIME",
+    "LIST_FILTERS",
+    "MAX_ALERTNAMES",
+    "MAX_BODY_BYTES",
+    "MAX_FILTER_LENGTH",
+    "MAX_LIST_LIMIT",
+    "MAX_REPORTED_ERRORS",
+    "MAX_SEVERITIES",
+    "OPEN_PATHS",
+    "OTHER",
+    "Outcome",
+    "PostResult",
+    "ReceiverConfigError",
+    "ReceiverMetrics",
+    "Status",
+    "StoreError",
+    "StoredAlert",
+    "StoredNotification",
+    "UtcDatetime",
+    "WebhookAlert",
+    "WebhookPayload",
+    "add_arguments",
+    "create_app",
+    "load_actions",
+    "port_number",
+    "run",
+    "run_action",
+]

@@ -1,0 +1,296 @@
+"""The receiver's ASGI app: ``POST /alerts``, ``GET /alerts``, probes and ``/metrics``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from datetime import datetime
+from typing import Annotated, Any
+
+import pydantic_core
+from fastapi import FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import ValidationError
+
+from exporter import __version__
+from exporter.receiver._actions import ActionRunner, AlertAction
+from exporter.receiver._metrics import ReceiverMetrics
+from exporter.receiver._payload import (
+    GO_ZERO_TIME,
+    AlertList,
+    ErrorBody,
+    PostResult,
+    Status,
+    StoredNotification,
+    WebhookAlert,
+    WebhookPayload,
+    error_response,
+    field_errors,
+)
+from exporter.receiver.store import AlertRecord, AlertStore, StoredAlert
+from exporter.security import DOCS_PATHS, PROBE_PATHS, BearerTokens, require_bearer
+
+log = logging.getLogger("exporter.receiver")
+
+#: Largest accepted request body. A notification carries one alert group; 1 MiB holds about a
+#: thousand alerts (set ``max_alerts`` in Alertmanager's webhook_config for larger groups).
+MAX_BODY_BYTES = 1024 * 1024
+#: ``GET /alerts`` returns this many alerts unless ``limit`` says otherwise, and never more than
+#: ``MAX_LIST_LIMIT``.
+DEFAULT_LIST_LIMIT = 100
+MAX_LIST_LIMIT = 1000
+#: Longest accepted value of a ``GET /alerts`` filter (labels are short; this only bounds input).
+MAX_FILTER_LENGTH = 256
+#: The query parameters GET /alerts understands.
+LIST_FILTERS = frozenset({"status", "model", "alertname", "limit"})
+#: What needs no token: probes, the receiver's own counters (Prometheus scrapes them) and docs.
+OPEN_PATHS = PROBE_PATHS | DOCS_PATHS | {"/metrics"}
+
+
+async def _read_body(request: Request, limit: int) -> bytes | None:
+    """The request body, or ``None`` as soon as it is known to exceed ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return None
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return None
+    return bytes(body)
+
+
+def _isoformat(value: datetime | None) -> str | None:
+    if value is None or value == GO_ZERO_TIME:
+        return None
+    return value.isoformat(timespec="microseconds")
+
+
+def _record(payload: WebhookPayload, alert: WebhookAlert, raw: Any) -> AlertRecord:
+    return AlertRecord(
+        fingerprint=alert.fingerprint,
+        starts_at=alert.starts_at.isoformat(timespec="microseconds"),
+        status=alert.status,
+        ends_at=_isoformat(alert.ends_at),
+        alertname=alert.labels.get("alertname", ""),
+        severity=alert.labels.get("severity", ""),
+        model=alert.labels.get("model", ""),
+        receiver=payload.receiver,
+        group_key=payload.group_key,
+        # ASCII-escaped JSON: what is stored and what an action reads on stdin is plain ASCII.
+        alert_json=json.dumps(raw, ensure_ascii=True, separators=(",", ":")),
+    )
+
+
+def _notification(stored: StoredAlert) -> StoredNotification:
+    record = stored.record
+    raw = json.loads(record.alert_json)
+    return StoredNotification(
+        id=stored.id,
+        receivedAt=stored.received_at,
+        status=record.status,
+        fingerprint=record.fingerprint,
+        startsAt=record.starts_at,
+        endsAt=record.ends_at,
+        alertname=record.alertname,
+        severity=record.severity,
+        model=record.model,
+        labels=raw.get("labels", {}),
+        annotations=raw.get("annotations", {}),
+        generatorURL=raw.get("generatorURL", ""),
+        receiver=record.receiver,
+        groupKey=record.group_key,
+    )
+
+
+def _store_unavailable(exc: sqlite3.Error) -> JSONResponse:
+    log.error("alert store failed: %s", exc)
+    return error_response(503, [("store", "the alert store is not available; retry later")])
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+    # Drop FastAPI's "query"/"path"/"body" prefix: the field is what the caller sent.
+    cleaned = [{**e, "loc": tuple(e.get("loc", ()))[1:]} for e in errors]
+    return error_response(422, field_errors(cleaned))
+
+
+def create_app(
+    store: AlertStore,
+    *,
+    token: str | BearerTokens | None,
+    actions: Mapping[str, AlertAction],
+    registry: CollectorRegistry | None = None,
+    max_body_bytes: int = MAX_BODY_BYTES,
+) -> FastAPI:
+    """The receiver's ASGI app on ``store``.
+
+    ``token``: the bearer token (or tokens) ``POST /alerts`` and ``GET /alerts`` require, or
+    ``None`` to accept anyone (a warning is logged). ``actions``: commands per alertname (see
+    :func:`load_actions`).
+    ``registry``: where the receiver's counters live; a fresh one when not given. The store is
+    the caller's to close; the action runner is closed (waiting for running actions) on shutdown.
+    """
+    if isinstance(token, str):
+        if not token:
+            raise ValueError("token must be a non-empty string or None")
+        token = BearerTokens([token])
+    if token is None:
+        log.warning(
+            "no --token-file: the receiver accepts unauthenticated notifications on POST /alerts "
+            "and lists the stored alerts to anyone on GET /alerts"
+        )
+    registry = CollectorRegistry() if registry is None else registry
+    metrics = ReceiverMetrics.build(registry)
+    runner = ActionRunner(actions, metrics.count_action)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            await run_in_threadpool(runner.close)
+
+    app = FastAPI(
+        title="model-exporter alert receiver",
+        version=__version__,
+        description="Stores Alertmanager webhook notifications and runs actions for them.",
+        lifespan=lifespan,
+    )
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.state.store = store
+    app.state.registry = registry
+
+    error_responses: dict[int | str, dict[str, Any]] = {
+        code: {"model": ErrorBody, "description": description}
+        for code, description in (
+            (400, "The body is not JSON."),
+            (401, "Missing or wrong bearer token."),
+            (413, "The body is too large."),
+            (422, "The payload does not match webhook payload version 4."),
+            (503, "The alert store cannot be written; nothing was acknowledged."),
+        )
+    }
+    payload_schema = WebhookPayload.model_json_schema(ref_template="#/components/schemas/{model}")
+    payload_defs = payload_schema.pop("$defs", {})
+
+    @app.post(
+        "/alerts",
+        response_model=PostResult,
+        responses=error_responses,
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": payload_schema}},
+            }
+        },
+    )
+    async def receive_alerts(request: Request) -> Response:
+        """Store a notification from Alertmanager; a repeated alert is acknowledged once more."""
+        # The token, when one is set, was checked by BearerAuth before anything was read.
+        body = await _read_body(request, max_body_bytes)
+        if body is None:
+            return error_response(413, [("body", f"larger than {max_body_bytes} bytes")])
+        try:
+            # jiter refuses lone surrogates, NaN and nesting deeper than 200 levels, none of
+            # which SQLite, an action's stdin or the exposition format could take.
+            data = pydantic_core.from_json(body, allow_inf_nan=False)
+        except ValueError as exc:
+            return error_response(400, [("body", f"not valid JSON: {exc}")])
+        try:
+            payload = WebhookPayload.model_validate(data)
+        except ValidationError as exc:
+            return error_response(422, field_errors(exc.errors()))
+        raw_alerts = data["alerts"]
+        records = [
+            _record(payload, a, raw) for a, raw in zip(payload.alerts, raw_alerts, strict=True)
+        ]
+        try:
+            new = await run_in_threadpool(store.record, records)
+        except sqlite3.Error as exc:
+            return _store_unavailable(exc)
+        for alert, record, is_new in zip(payload.alerts, records, new, strict=True):
+            if not is_new:
+                continue
+            metrics.count_notification(record.alertname, alert.status, record.severity)
+            action = runner.action_for(record.alertname, alert.status)
+            if action is not None:
+                runner.submit(record.alertname, action, record.alert_json.encode("ascii") + b"\n")
+        stored = sum(new)
+        result = PostResult(received=len(new), stored=stored, duplicates=len(new) - stored)
+        return JSONResponse(result.model_dump())
+
+    @app.get(
+        "/alerts", response_model=AlertList,
+        responses={**{code: error_responses[code] for code in (401, 503)},
+                   # Not FastAPI's default 422: _validation_error answers {field, reason}.
+                   422: {"model": ErrorBody, "description": "A query parameter is invalid."}},
+    )  # fmt: skip
+    def list_alerts(
+        request: Request,
+        status: Status | None = None,
+        model: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
+        alertname: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+    ) -> Any:
+        """Stored alerts, newest first, filtered by status, ``model`` label and alertname."""
+        # A misspelt filter (?alertnme=...) would otherwise silently list every alert.
+        unknown = sorted(set(request.query_params) - LIST_FILTERS)
+        if unknown:
+            name = unknown[0][:MAX_FILTER_LENGTH] or "(empty name)"
+            known = ", ".join(sorted(LIST_FILTERS))
+            return error_response(422, [(name, f"unknown query parameter; use {known}")])
+        try:
+            found = store.recent(status=status, model=model, alertname=alertname, limit=limit)
+        except sqlite3.Error as exc:
+            return _store_unavailable(exc)
+        return AlertList(alerts=[_notification(s) for s in found])
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", responses={503: {"description": "The alert store cannot be written."}})
+    def readyz() -> Response:
+        """Ready when the alert store takes a write."""
+        try:
+            store.check_writable()
+        except sqlite3.Error as exc:
+            log.error("alert store not writable: %s", exc)
+            return JSONResponse(
+                {"status": "unavailable", "reason": "the alert store cannot be written"},
+                status_code=503,
+            )
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", response_class=Response)
+    def metrics_endpoint() -> Response:
+        """The receiver's counters in the Prometheus text format."""
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    def openapi() -> dict[str, Any]:
+        # The request body is declared by hand (the handler reads it itself, to check the token
+        # and the size first), so the payload's nested schemas are added to the components here.
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+            )
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(payload_defs)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    if token is not None:
+        require_bearer(app, token, OPEN_PATHS)
+    return app

@@ -1,0 +1,96 @@
+"""``model-exporter receiver``: its options and the server's run."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from exporter.receiver._actions import ReceiverConfigError, load_actions
+from exporter.receiver._app import create_app
+from exporter.receiver.store import AlertStore, StoreError
+from exporter.security import (
+    BearerTokens,
+    TLSError,
+    TokenFileError,
+    add_tls_arguments,
+    check_tls,
+)
+
+log = logging.getLogger("exporter.receiver")
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 9099
+#: Relative to the working directory; ``/data/`` is ignored by the repository's .gitignore.
+DEFAULT_DATA_DIR = Path("data/receiver")
+
+
+def port_number(value: str) -> int:
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"port out of range: {port}")
+    return port
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``model-exporter receiver`` to ``parser``."""
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="port to listen on")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=DEFAULT_DATA_DIR,
+        help=f"directory of the SQLite alert store (default: {DEFAULT_DATA_DIR})",
+    )
+    parser.add_argument(
+        "--token-file",
+        type=Path,
+        default=None,
+        help="file of the bearer tokens, one per line, that POST and GET /alerts require "
+        "(without it, anyone is served and a warning is logged)",
+    )
+    parser.add_argument(
+        "--actions",
+        type=Path,
+        default=None,
+        help="YAML file mapping alertname to {command: [argv...], timeout_seconds, on: [firing]}",
+    )
+    add_tls_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the receiver until interrupted. Returns 2, with a message, for a bad token file,
+    actions file or data directory."""
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        tokens = None if args.token_file is None else BearerTokens.from_file(args.token_file)
+        warnings = check_tls(args.ssl_certfile, args.ssl_keyfile)
+        actions = {} if args.actions is None else load_actions(args.actions)
+        store = AlertStore.in_directory(args.data_dir)
+    except (ReceiverConfigError, StoreError, TokenFileError, TLSError) as exc:
+        print(f"model-exporter receiver: {exc}", file=sys.stderr)
+        return 2
+    for warning in warnings + (tokens.warnings() if tokens else []):
+        log.warning("%s", warning)
+    try:
+        app = create_app(store, token=tokens, actions=actions)
+        config = uvicorn.Config(
+            app, host=args.host, port=args.port,
+            ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        )  # fmt: skip
+        server = uvicorn.Server(config)
+        try:
+            server.run()
+        except SystemExit as exc:  # uvicorn exits when it cannot bind; it logged why
+            return exc.code if isinstance(exc.code, int) else 1
+        return 0
+    finally:
+        store.close()

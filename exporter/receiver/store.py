@@ -1,0 +1,228 @@
+"""Durable storage of the alerts the webhook receiver acknowledged, in one SQLite file.
+
+Every alert of a notification is a row, keyed by ``(fingerprint, starts_at, status)``: Alertmanager
+re-sends a firing alert every ``repeat_interval`` and retries a failed delivery, and those repeats
+must neither be stored twice nor re-run an action, also after a restart. The journal is WAL with
+``synchronous=FULL``, so a committed notification survives a crash or a power cut; the receiver
+answers 2xx only after :meth:`AlertStore.record` has committed.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from exporter.errors import StoreError as StoreError  # re-exported: raised here
+
+#: File name of the database inside the receiver's data directory.
+DATABASE_NAME = "alerts.sqlite3"
+#: ``PRAGMA user_version`` of the schema below; a file from a newer receiver is refused.
+SCHEMA_VERSION = 1
+#: How long a write waits for another connection (another receiver process) to release the file.
+BUSY_TIMEOUT_SECONDS = 5.0
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    fingerprint TEXT NOT NULL,
+    starts_at TEXT NOT NULL,
+    status TEXT NOT NULL,
+    ends_at TEXT,
+    alertname TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    model TEXT NOT NULL,
+    receiver TEXT NOT NULL,
+    group_key TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    alert_json TEXT NOT NULL,
+    UNIQUE (fingerprint, starts_at, status)
+);
+CREATE INDEX IF NOT EXISTS alerts_by_alertname ON alerts (alertname, id);
+CREATE INDEX IF NOT EXISTS alerts_by_model ON alerts (model, id);
+CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, id);
+CREATE TABLE IF NOT EXISTS write_probe (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    checked_at TEXT NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class AlertRecord:
+    """One alert of a notification, as it is stored.
+
+    ``starts_at`` and ``ends_at`` are UTC ISO 8601 strings with microseconds, so the same instant
+    written with another offset is still the same key. ``alert_json`` is the alert object exactly
+    as Alertmanager sent it, unknown fields included.
+    """
+
+    fingerprint: str
+    starts_at: str
+    status: str
+    ends_at: str | None
+    alertname: str
+    severity: str
+    model: str
+    receiver: str
+    group_key: str
+    alert_json: str
+
+
+@dataclass(frozen=True)
+class StoredAlert:
+    """A stored alert, with its row id (the order of arrival) and when it was received."""
+
+    id: int
+    received_at: str
+    record: AlertRecord
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+class AlertStore:
+    """The receiver's SQLite file. Thread-safe: one connection, one lock around each statement."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        try:
+            self._connection = sqlite3.connect(
+                path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,  # explicit BEGIN/COMMIT below
+                check_same_thread=False,  # every use holds self._lock
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the alert store {path}: {exc}") from exc
+        try:
+            self._prepare()
+            self.check_writable()
+        except (sqlite3.Error, StoreError) as exc:
+            self._connection.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot use the alert store {path}: {exc}") from exc
+
+    @classmethod
+    def in_directory(cls, data_dir: Path) -> AlertStore:
+        """Open (creating it and the directory if needed) the store file inside ``data_dir``."""
+        try:
+            # Alerts can carry internal URLs and hostnames: the directory is private when created.
+            data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create the data directory {data_dir}: {exc}") from exc
+        if not data_dir.is_dir():
+            raise StoreError(f"the data directory {data_dir} is not a directory")
+        return cls(data_dir / DATABASE_NAME)
+
+    def _prepare(self) -> None:
+        conn = self._connection
+        (version,) = conn.execute("PRAGMA user_version").fetchone()
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"the alert store {self.path} has schema version {version}, newer than this "
+                f"receiver's {SCHEMA_VERSION}; run a newer receiver or use another --data-dir"
+            )
+        (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+        if str(mode).lower() != "wal":
+            raise StoreError(
+                f"the alert store {self.path} cannot use a write-ahead log (journal mode "
+                f"{mode!r}); put --data-dir on a local file system"
+            )
+        # WAL alone syncs at checkpoints only; FULL syncs every commit, which is what makes an
+        # acknowledged notification survive a power cut.
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+
+    def check_writable(self) -> None:
+        """Commit a tiny write; raise :class:`sqlite3.Error` when the file cannot take one."""
+        with self._lock:
+            self._connection.execute(
+                "INSERT INTO write_probe (id, checked_at) VALUES (1, ?) "
+                "ON CONFLICT (id) DO UPDATE SET checked_at = excluded.checked_at",
+                (_utc_now(),),
+            )
+
+    def record(self, alerts: Sequence[AlertRecord]) -> list[bool]:
+        """Store ``alerts`` in one committed transaction.
+
+        Returns, per alert, ``True`` when it was new and ``False`` when the same
+        ``(fingerprint, starts_at, status)`` was already stored (then nothing is written).
+        Raises :class:`sqlite3.Error` when the transaction could not be committed.
+        """
+        received_at = _utc_now()
+        rows = [
+            (
+                a.fingerprint,
+                a.starts_at,
+                a.status,
+                a.ends_at,
+                a.alertname,
+                a.severity,
+                a.model,
+                a.receiver,
+                a.group_key,
+                received_at,
+                a.alert_json,
+            )
+            for a in alerts
+        ]
+        with self._lock:
+            conn = self._connection
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                new = [
+                    conn.execute(
+                        "INSERT INTO alerts (fingerprint, starts_at, status, ends_at, alertname, "
+                        "severity, model, receiver, group_key, received_at, alert_json) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                        "ON CONFLICT (fingerprint, starts_at, status) DO NOTHING",
+                        row,
+                    ).rowcount
+                    == 1
+                    for row in rows
+                ]
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+        return new
+
+    def recent(
+        self,
+        *,
+        status: str | None = None,
+        model: str | None = None,
+        alertname: str | None = None,
+        limit: int = 100,
+    ) -> list[StoredAlert]:
+        """The last ``limit`` stored alerts matching every given filter, newest first."""
+        clauses: list[str] = []
+        params: list[str | int] = []
+        for column, value in (("status", status), ("model", model), ("alertname", alertname)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        params.append(limit)
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT id, received_at, fingerprint, starts_at, status, ends_at, alertname, "
+                "severity, model, receiver, group_key, alert_json "
+                f"FROM alerts {where} ORDER BY id DESC LIMIT ?",
+                params,
+            ).fetchall()
+        return [
+            StoredAlert(id=row[0], received_at=row[1], record=AlertRecord(*row[2:])) for row in rows
+        ]
+
+    def close(self) -> None:
+        with self._lock:
+            self._connection.close()
