@@ -33,6 +33,7 @@ from exporter.receiver._payload import (
     WebhookPayload,
     error_response,
     field_errors,
+    non_finite_field,
 )
 from exporter.receiver.store import AlertRecord, AlertStore, StoredAlert
 from exporter.security import DOCS_PATHS, PROBE_PATHS, BearerTokens, require_bearer
@@ -48,6 +49,8 @@ DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
 #: Longest accepted value of a ``GET /alerts`` filter (labels are short; this only bounds input).
 MAX_FILTER_LENGTH = 256
+#: Why a number such as ``1e999`` (read as infinity) is refused.
+NON_FINITE_REASON = "a number beyond the range of a double; send a finite number"
 #: The query parameters GET /alerts understands.
 LIST_FILTERS = frozenset({"status", "model", "alertname", "limit"})
 #: What needs no token: probes, the receiver's own counters (Prometheus scrapes them) and docs.
@@ -204,6 +207,10 @@ def create_app(
             data = pydantic_core.from_json(body, allow_inf_nan=False)
         except ValueError as exc:
             return error_response(400, [("body", f"not valid JSON: {exc}")])
+        # ...but it reads 1e999 as infinity, which no JSON can carry on to the store or an action.
+        overflow = non_finite_field(data)
+        if overflow is not None:
+            return error_response(422, [(overflow, NON_FINITE_REASON)])
         try:
             payload = WebhookPayload.model_validate(data)
         except ValidationError as exc:

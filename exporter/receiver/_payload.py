@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
@@ -101,6 +102,26 @@ class AlertList(BaseModel):
 def error_response(status_code: int, errors: Sequence[tuple[str, str]]) -> JSONResponse:
     body = ErrorBody(detail=[FieldError(field=f, reason=r) for f, r in errors])
     return JSONResponse(body.model_dump(), status_code=status_code)
+
+
+def non_finite_field(data: Any) -> str | None:
+    """The dotted path of the first number in parsed JSON ``data`` that is not finite, if any.
+
+    jiter refuses ``NaN`` and ``Infinity`` but reads a literal beyond a double's range, such as
+    ``1e999``, as infinity; ``json.dumps`` would then store and hand to actions ``Infinity``,
+    which is not JSON. The walk is iterative: the nesting is bounded by the parser only.
+    """
+    pending: list[tuple[Any, tuple[str | int, ...]]] = [(data, ())]
+    while pending:
+        value, path = pending.pop()
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                return ".".join(str(part) for part in path) or "body"
+        elif isinstance(value, dict):
+            pending.extend((item, (*path, key)) for key, item in reversed(value.items()))
+        elif isinstance(value, list):
+            pending.extend((item, (*path, i)) for i, item in reversed(list(enumerate(value))))
+    return None
 
 
 def field_errors(errors: Sequence[Any]) -> list[tuple[str, str]]:
