@@ -620,13 +620,13 @@ def test_a_scrape_reads_the_learned_classes_under_the_lock(
     for i in range(5):
         prediction_id = monitor.observe({"x": 0.1, "y": 1.0, "color": "red"}, "cat", 0.9)
         monitor.record_outcome(prediction_id, ["cat", "dog", "bird", "owl", "cat"][i])
-    names = monitor._class_labels.names
+    names = monitor._parts.classes.labels.names
 
     def locked_names() -> list[str]:
         assert monitor._lock.locked(), "read without the lock that guards its writes"
         return names()
 
-    monitor._class_labels.names = locked_names  # type: ignore[method-assign]
+    monitor._parts.classes.labels.names = locked_names  # type: ignore[method-assign]
     exposition = generate_latest(registry).decode()
     accuracy = 'model_performance{metric="accuracy",model="m",version="unversioned",window="5m"}'
     assert accuracy in exposition
@@ -672,7 +672,7 @@ def test_workers_merge_each_feature_with_itself_whatever_their_feature_order(
     # Two workers of one service whose features come in another order (a config edited between
     # restarts, a reordered mapping): merged by position, one worker's x was the other's y.
     def worker(pid: int, features: list[str]) -> ModelMonitor:
-        monkeypatch.setattr("exporter.monitor.os.getpid", lambda: pid)
+        monkeypatch.setattr("exporter._exchange.os.getpid", lambda: pid)
         return ModelMonitor("m", reference=profile, registry=CollectorRegistry(),
                             features=features, min_samples=10, state_dir=tmp_path)  # fmt: skip
 

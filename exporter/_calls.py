@@ -1,0 +1,166 @@
+"""The calls to the model themselves: their latency, their failures by exception class, and the
+decorator that times a predict function and observes what goes in and comes out."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast, overload
+
+from exporter.metrics import Instruments, label_value
+from exporter.profile import OTHER
+
+# The monitor's logger: a call it cannot read is the monitor's to report.
+log = logging.getLogger("exporter.monitor")
+
+#: Error classes beyond this many distinct ones are counted as ``__other__``.
+MAX_ERROR_KINDS = 20
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+Observe = Callable[..., str]
+ReadFeatures = Callable[..., Mapping[str, Any]]
+ReadOutput = Callable[[Any], tuple[Any, "float | None"]]
+
+
+class Calls:
+    """The latency histogram child and the error counter children of one model."""
+
+    def __init__(self, instruments: Instruments, labels: tuple[str, str], lock: threading.Lock):
+        self.errors_metric, self.labels, self.lock = instruments.errors, labels, lock
+        self.duration = instruments.duration.labels(*labels)
+        self.errors: dict[str, Any] = {}
+
+    def observe_latency(self, seconds: float) -> None:
+        """Record one inference latency (``observe`` and ``instrument`` call this for you)."""
+        if isinstance(seconds, (int, float)) and seconds >= 0 and math.isfinite(seconds):
+            self.duration.observe(seconds)
+
+    def record_error(self, error: BaseException | type[BaseException] | str) -> None:
+        """Count a failed prediction by exception class (at most MAX_ERROR_KINDS distinct)."""
+        if isinstance(error, str):
+            kind = error
+        else:
+            kind = (error if isinstance(error, type) else type(error)).__name__
+        kind = label_value(kind)
+        child = self.errors.get(kind)
+        if child is None:
+            with self.lock:
+                if kind not in self.errors and len(self.errors) >= MAX_ERROR_KINDS:
+                    kind = OTHER
+                child = self.errors.get(kind)
+                if child is None:
+                    child = self.errors_metric.labels(*self.labels, kind)
+                    self.errors[kind] = child
+        child.inc()
+
+
+def default_features(*args: Any, **kwargs: Any) -> Mapping[str, Any]:
+    if "features" in kwargs:
+        return cast(Mapping[str, Any], kwargs["features"])
+    for arg in args:
+        if isinstance(arg, Mapping):
+            return arg
+    return {}
+
+
+def default_output(result: Any) -> tuple[Any, float | None]:
+    if isinstance(result, tuple) and len(result) == 2:
+        return result[0], result[1]
+    if isinstance(result, Mapping) and "prediction" in result:
+        return result["prediction"], result.get("confidence")
+    return result, None
+
+
+class Instrument:
+    """``ModelMonitor.instrument``: ``@instrument``, ``instrument(fn)`` or
+    ``@instrument(features=..., output=...)`` wraps a predict function."""
+
+    def __init__(self, model: str, calls: Calls, observe: Observe, monitor_errors: Any) -> None:
+        self.model, self.calls, self.observe = model, calls, observe
+        self.monitor_errors = monitor_errors
+
+    @overload
+    def __call__(self, func: _F) -> _F: ...
+
+    @overload
+    def __call__(
+        self,
+        func: None = None,
+        *,
+        features: ReadFeatures | None = None,
+        output: ReadOutput | None = None,
+    ) -> Callable[[_F], _F]: ...
+
+    def __call__(
+        self,
+        func: _F | None = None,
+        *,
+        features: ReadFeatures | None = None,
+        output: ReadOutput | None = None,
+    ) -> _F | Callable[[_F], _F]:
+        wrapping = Instrumented(self, features or default_features, output or default_output)
+        return wrapping.wrap(func) if func is not None else wrapping.wrap
+
+
+class Instrumented:
+    """What a wrapped predict function reports to: ``observe`` for a call that returned, the
+    calls' counters for one that raised, and the monitor's internal-error counter."""
+
+    def __init__(self, to: Instrument, read_features: ReadFeatures, read_output: ReadOutput):
+        self.model, self.calls, self.observe = to.model, to.calls, to.observe
+        self.monitor_errors = to.monitor_errors
+        self.read_features, self.read_output = read_features, read_output
+
+    def wrap(self, fn: _F) -> _F:
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = time.perf_counter()
+                try:
+                    result = await fn(*args, **kwargs)
+                except Exception as exc:
+                    self.failed(exc, time.perf_counter() - start)
+                    raise
+                self.succeeded(args, kwargs, result, time.perf_counter() - start)
+                return result
+
+            return cast(_F, async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                self.failed(exc, time.perf_counter() - start)
+                raise
+            self.succeeded(args, kwargs, result, time.perf_counter() - start)
+            return result
+
+        return cast(_F, wrapper)
+
+    def failed(self, exc: Exception, elapsed: float) -> None:
+        try:
+            self.calls.record_error(exc)
+            self.calls.observe_latency(elapsed)
+        except Exception:
+            self.monitor_errors.inc()
+
+    def succeeded(
+        self, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, elapsed: float
+    ) -> None:
+        try:
+            row = self.read_features(*args, **kwargs)
+            prediction, confidence = self.read_output(result)
+        except Exception:
+            self.monitor_errors.inc()
+            log.exception("model monitor %s could not read a call's inputs/outputs", self.model)
+            self.calls.observe_latency(elapsed)
+            return
+        self.observe(row, prediction, confidence, latency_seconds=elapsed)
