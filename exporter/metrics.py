@@ -16,15 +16,15 @@ import threading
 import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from exporter.monitor import ModelMonitor
+if TYPE_CHECKING:  # only a type: importing metrics loads no statistics (scipy)
+    from exporter._drift import DriftSnapshot
 
 MODEL_LABELS = ("model", "version")
 
@@ -305,14 +305,29 @@ def _build(registry: CollectorRegistry, duration_buckets: Sequence[float]) -> In
     )
 
 
+class Monitored(Protocol):
+    """What the collector asks of a monitor (:class:`exporter.monitor.ModelMonitor`): named by
+    the protocol, not imported, so the monitor's parts can use this module without a circle."""
+
+    name: str
+    version: str
+
+    @property
+    def model_labels(self) -> tuple[str, str]: ...
+
+    def flush(self) -> None: ...
+
+    def drift(self) -> DriftSnapshot: ...
+
+
 class DriftCollector(Collector):
     """Yields the windowed drift gauges of every monitor on a registry, computed at scrape time."""
 
     def __init__(self) -> None:
-        self._monitors: weakref.WeakSet[ModelMonitor] = weakref.WeakSet()
+        self._monitors: weakref.WeakSet[Monitored] = weakref.WeakSet()
         self._lock = threading.Lock()
 
-    def add(self, monitor: ModelMonitor) -> None:
+    def add(self, monitor: Monitored) -> None:
         with self._lock:
             self._monitors.add(monitor)
 
