@@ -126,7 +126,7 @@ def run_case(case: Case, work_root: str) -> Outcome:
     features = None if config.model.derive_features else config.features
     derive = None
     if config.model.derive_features:
-        from exporter.service import import_callable
+        from exporter.server import import_callable
 
         derive = import_callable(config.model.derive_features, "model.derive_features")
     rules = load_rules(sorted((ROOT / "prometheus" / "rules").glob("*.yml")))

@@ -51,7 +51,7 @@ def serve(mode: str, port: int, data_dir: Path) -> None:
     import uvicorn
 
     from exporter.config import load_config
-    from exporter.service import BodyLimit, build_service, create_app
+    from exporter.server import BodyLimit, build_service, create_app
 
     prometheus_client.disable_created_metrics()
     config = load_config(CONFIG)

@@ -53,7 +53,7 @@ import httpx
 import numpy as np
 from bench_service import free_port, trips
 
-from exporter.service import Service
+from exporter.server import Service
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -102,27 +102,31 @@ def disable_monitoring(service: Service) -> Service:
 
 
 def _build_without_monitoring() -> None:
-    """Make exporter.service build every Service with monitoring disabled (in this process)."""
-    from exporter import service
+    """Make exporter.server build every Service with monitoring disabled (in this process): the
+    command's (it calls ``server.build_service``) and a worker's (its factory calls the name
+    in ``server._environment``)."""
+    from exporter import server
+    from exporter.server import _environment
 
-    build = service.build_service
+    build = server.build_service
 
     def build_service(*args: Any, **kwargs: Any) -> Service:
         return disable_monitoring(build(*args, **kwargs))
 
-    service.build_service = build_service
+    server.build_service = build_service
+    _environment.build_service = build_service  # type: ignore[attr-defined]
 
 
 def off_app_from_environment() -> Any:
     """``uvicorn --factory`` entry of each worker of a multi-worker server without monitoring."""
-    from exporter import service
+    from exporter import server
 
     _build_without_monitoring()
-    return service.app_from_environment()
+    return server.app_from_environment()
 
 
 #: The factory through which ``model-exporter serve --workers N`` starts each worker.
-WORKER_FACTORY = "exporter.service:app_from_environment"
+WORKER_FACTORY = "exporter.server:app_from_environment"
 
 
 def serve_without_monitoring(workers: int, port: int, data_dir: str, config: str) -> int:

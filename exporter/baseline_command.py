@@ -234,7 +234,7 @@ def _run_over_rows(frame: pd.DataFrame, args: argparse.Namespace, keep: list[str
     ``--derive-features`` the derived features are merged into the row, as the service does
     before monitoring it. The ``keep`` columns are carried over unchanged."""
     from exporter.config import ConfigError
-    from exporter.service import _split_output, import_callable
+    from exporter.server import import_callable, split_output
 
     try:
         model = import_callable(args.model, "--model") if args.model else None
@@ -265,7 +265,7 @@ def _run_over_rows(frame: pd.DataFrame, args: argparse.Namespace, keep: list[str
         raw = {str(name): _request_value(value) for name, value in request.items()}
         if model is not None:
             answer = _call(model, raw, f"--model {args.model}", index)
-            prediction, _confidence = _split_output(answer)
+            prediction, _confidence = split_output(answer)
             if isinstance(prediction, (list, dict)):
                 raise CommandError(
                     f"--model {args.model} returned {_excerpt(repr(prediction))} for row "

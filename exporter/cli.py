@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     import uvicorn
 
     from exporter.config import MonitorConfig
-    from exporter.service import Service
+    from exporter.server import Service
 
 EXIT_USAGE = 2
 #: How long a new worker may take to start before uvicorn's supervisor replaces it.
@@ -107,7 +107,8 @@ def limit_malloc_arenas() -> None:
 
 def cmd_serve(args: argparse.Namespace) -> int:
 
-    from exporter import security, service
+    from exporter import security
+    from exporter import server as service
     from exporter.config import load_config, with_overrides
 
     data_dir = Path(args.data_dir)
@@ -193,7 +194,7 @@ def _serve_in_this_process(
     import prometheus_client
     import uvicorn
 
-    from exporter import service
+    from exporter import server as service
 
     settings = checked.config.service
     if not settings.created_series:
@@ -210,7 +211,7 @@ def _serve_with_workers(
 ) -> None:
     import uvicorn
 
-    from exporter import service
+    from exporter import server as service
 
     multiproc = service.prepare_multiprocess_dir(data_dir)
     os.environ[service.MULTIPROC_ENV] = str(multiproc)
@@ -230,7 +231,7 @@ def _serve_with_workers(
         # worker imports pandas, scipy and the model first, which takes longer on a busy host.
         settings["timeout_worker_healthcheck"] = WORKER_START_SECONDS
     uvicorn_config = uvicorn.Config(
-        "exporter.service:app_from_environment", factory=True, host=args.host, port=args.port,
+        "exporter.server:app_from_environment", factory=True, host=args.host, port=args.port,
         workers=args.workers, log_level=_log_level(args), timeout_graceful_shutdown=10,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, **settings,  # type: ignore[arg-type]
     )  # fmt: skip
@@ -273,7 +274,7 @@ def _run_workers(config: uvicorn.Config) -> None:
 def _hand_to_workers(config: MonitorConfig) -> None:
     """What the command line changed in the config, for the workers that re-read the file: the
     token file's path (never a token) and the metrics port."""
-    from exporter import service
+    from exporter import server as service
 
     token_path = config.token_path()
     metrics_port = config.service.metrics_port
@@ -316,7 +317,7 @@ def _serving_metrics(
         return
     import uvicorn
 
-    from exporter import service
+    from exporter import server as service
 
     config = uvicorn.Config(
         service.metrics_app(source), host=args.host, port=listener.getsockname()[1],

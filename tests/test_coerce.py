@@ -23,7 +23,7 @@ from exporter.config import load_config
 from exporter.monitor import TASKS, DriftSnapshot, Task
 from exporter.outcomes import MemoryOutcomeStore, PendingPrediction, Resolution
 from exporter.profile import OUTPUT
-from exporter.service import BodyLimit, build_service, create_app
+from exporter.server import BodyLimit, build_service, create_app
 from tests.service_fixtures import write_setup
 
 BASE = {"model": "m", "version": "unversioned"}

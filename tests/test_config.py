@@ -12,7 +12,7 @@ import pytest
 
 from exporter import ReferenceProfile
 from exporter.config import ConfigError, load_config
-from exporter.service import build_service
+from exporter.server import build_service
 
 ROOT = Path(__file__).resolve().parent.parent
 

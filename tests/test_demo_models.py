@@ -19,7 +19,7 @@ import pytest
 from exporter.config import load_config
 from exporter.demo_models import DemoModelError, Once, fare, intent
 from exporter.profile import CategoricalFeature, NumericFeature, ReferenceProfile
-from exporter.service import import_callable
+from exporter.server import import_callable
 
 ROOT = Path(__file__).resolve().parent.parent
 

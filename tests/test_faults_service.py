@@ -34,7 +34,7 @@ from exporter.outcomes import (
     PendingPrediction,
     SqliteOutcomeStore,
 )
-from exporter.service import FLUSH_INTERVAL_SECONDS, SWEEP_EVERY_TICKS
+from exporter.server import FLUSH_INTERVAL_SECONDS, SWEEP_EVERY_TICKS
 from tests.binaries import REQUIRE_ENV, free_port, require_binary
 from tests.service_fixtures import ROOT, live_server, stop, write_setup
 from tests.stack_helpers import ModelAPI, exporter_argv, metric_samples, poll

@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from exporter.alert_store import AlertStore
 from exporter.config import load_config
 from exporter.receiver import create_app as create_receiver
-from exporter.service import BodyLimit, build_service, create_app
+from exporter.server import BodyLimit, build_service, create_app
 from tests.service_fixtures import live_server, write_setup
 
 #: Longest any single answer may take: far above a normal one, low enough to catch a hang.

@@ -36,7 +36,7 @@ from exporter.config import load_config
 from exporter.metrics import MAX_LABEL_LENGTH, label_value
 from exporter.profile import ProfileError
 from exporter.receiver import create_app as create_receiver
-from exporter.service import BodyLimit, build_service, create_app
+from exporter.server import BodyLimit, build_service, create_app
 from tests.binaries import free_port, require_binary
 from tests.service_fixtures import ROOT, live_server, write_setup
 

@@ -27,7 +27,7 @@ from fastapi.testclient import TestClient
 from exporter import cli, security
 from exporter.config import ConfigError, load_config, with_overrides
 from exporter.security import BearerTokens, TokenFileError, read_tokens
-from exporter.service import BodyLimit, build_service, create_app, metrics_app
+from exporter.server import BodyLimit, build_service, create_app, metrics_app
 from tests.binaries import free_port, require_binary
 from tests.service_fixtures import ROOT, stop, write_setup
 from tests.stack_helpers import metric_samples, poll

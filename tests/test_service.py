@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import cli
 from exporter.config import load_config
-from exporter.service import BodyLimit, build_service, create_app
+from exporter.server import BodyLimit, build_service, create_app
 from tests.service_fixtures import live_server, stop, write_setup
 
 
@@ -346,7 +346,7 @@ def test_one_and_two_workers_agree(tmp_path: Path) -> None:
 
 
 def test_sweeping_dead_workers_keeps_counters_and_fresh_windows(tmp_path: Path) -> None:
-    from exporter.service import sweep_dead_workers
+    from exporter.server import sweep_dead_workers
 
     dead_pid = 2**22 + 12345  # above the default pid_max: never a live process
     directory = tmp_path / "mp"
@@ -394,7 +394,7 @@ def test_workers_listen_on_a_tcp_socket_so_responses_are_not_delayed(
 
     supervisor = OldSupervisor if takes_target else NewSupervisor
     monkeypatch.setattr(supervisors, "Multiprocess", supervisor)
-    config = uvicorn.Config("exporter.service:app_from_environment", host="127.0.0.1", port=0,
+    config = uvicorn.Config("exporter.server:app_from_environment", host="127.0.0.1", port=0,
                             workers=2)  # fmt: skip
     cli._run_workers(config)
     try:

@@ -168,7 +168,7 @@ def _source(args: argparse.Namespace) -> tuple[PredictionLog, MonitorConfig]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from exporter.service import import_callable
+    from exporter.server import import_callable
 
     try:
         rules = _rules(args)

@@ -66,7 +66,7 @@ def build_monitor(
 ) -> ModelMonitor:
     """The monitor ``serve`` builds from ``config``, on a simulated clock, outcomes in memory,
     without the KS samples (no rule reads the per-process gauges)."""
-    from exporter.service import check_segments, monitor_for
+    from exporter.server import check_segments, monitor_for
 
     reference_path = config.reference_path()
     reference = ReferenceProfile.load(reference_path) if reference_path is not None else None

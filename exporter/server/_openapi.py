@@ -4,7 +4,7 @@ The handlers read and check the raw JSON themselves, so that every mistake is an
 field and the reason and never with a framework error; FastAPI therefore cannot derive the bodies
 from a signature. They are described here instead, from the loaded config and reference profile,
 for ``/docs`` and for schema-based fuzzing (``tests/test_fuzz.py``). Each rule below mirrors a
-check in :mod:`exporter.service`; a body the schema allows is never refused for its shape. The
+check in ``_body`` or ``_checks``; a body the schema allows is never refused for its shape. The
 types a watched feature's value may have are not written here but asked of :mod:`exporter.coerce`,
 whose verdicts the service's checks and the monitor both use.
 """
@@ -22,7 +22,7 @@ JsonSchema = dict[str, Any]
 
 #: Largest finite double: JSON numbers beyond it cannot reach a model as a number.
 LARGEST_DOUBLE = 1.7976931348623157e308
-#: Longest ``prediction_id`` /feedback takes (the service's ``_check_outcome``).
+#: Longest ``prediction_id`` /feedback takes (``check_outcome`` in ``_checks``).
 MAX_PREDICTION_ID_LENGTH = 256
 #: An integer past 1.7976931348623157e308 as written (not the double's exact value, about 8e291
 #: more) is refused as out of range, as the schema says (exporter.coerce).

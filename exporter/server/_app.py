@@ -1,0 +1,224 @@
+"""The HTTP API of one worker around a built :class:`Service`: ``/predict``, ``/feedback``,
+``/healthz``, ``/readyz`` and (unless ``service.metrics_port`` serves it) ``/metrics``, with
+the background flush running for the app's lifetime and the bearer tokens required where the
+config asks for them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, Response
+
+from exporter.config import MonitorConfig
+from exporter.group_commit import GroupCommitter
+from exporter.outcomes import MemoryOutcomeStore, StoreError
+from exporter.security import DOCS_PATHS, PROBE_PATHS, require_bearer
+from exporter.server._answers import (
+    FEEDBACK_STATUS,
+    RequestError,
+    answered_confidence,
+    error_answer,
+    split_output,
+)
+from exporter.server._body import parse_json
+from exporter.server._checks import (
+    MAX_KEY_LENGTH,
+    MAX_STRING_LENGTH,
+    check_features,
+    check_outcome,
+    json_kind,
+)
+from exporter.server._metrics import metrics_response
+from exporter.server._openapi import METRICS, READYZ, ServiceDocs
+from exporter.server._service import Service
+from exporter.server._workers import flush_forever, mark_dead
+
+log = logging.getLogger("exporter.server")
+
+
+def create_app(service: Service) -> FastAPI:
+    """The HTTP API of one worker around a built :class:`Service`."""
+    config = service.config
+    monitor = service.monitor
+    max_batch = config.service.max_batch
+    # The in-memory store is written in observe() itself; SQLite goes through group commit.
+    durable_store = not isinstance(service.store, MemoryOutcomeStore)
+    committer = GroupCommitter(
+        service.store, on_error=monitor.store_failed, on_success=monitor.store_succeeded
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(flush_forever(service))
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await committer.close()
+            await run_in_threadpool(monitor.flush)
+            await run_in_threadpool(service.store.close)
+            if service.multiprocess_dir is not None:
+                mark_dead(service.multiprocess_dir, os.getpid())
+
+    app = FastAPI(
+        title=f"model-exporter: {config.model.name}",
+        version=config.model.version,
+        description="Predictions with monitoring, delayed ground truth and Prometheus metrics.",
+        lifespan=lifespan,
+    )
+
+    async def _predict_one(features: dict[str, Any]) -> dict[str, Any]:
+        raw = dict(features)
+        start = time.perf_counter()
+        try:
+            result = await run_in_threadpool(service.predict, raw)
+        except Exception as exc:
+            monitor.record_error(exc)
+            monitor.observe_latency(time.perf_counter() - start)
+            log.warning("model %s raised %s", config.model.name, type(exc).__name__)
+            raise _ModelFailed from None
+        elapsed = time.perf_counter() - start
+        prediction, confidence = split_output(result)
+        watched = raw
+        if service.derive is not None:
+            try:
+                watched = {**raw, **service.derive(raw)}
+            except Exception:
+                log.exception("derive_features failed; monitoring the raw features")
+        # observe() is a few microseconds of CPU and no I/O: run it here, not in a thread. The
+        # prediction is kept for its ground truth by the group committer, which answers once it
+        # is in the store.
+        prediction_id = monitor.observe(
+            watched, prediction, confidence, elapsed, keep=not durable_store
+        )
+        if durable_store:
+            pending = monitor.pending(prediction_id, prediction, confidence)
+            if pending is not None:
+                await committer.submit(pending)
+        return {
+            "prediction": prediction,
+            "confidence": answered_confidence(confidence),
+            "prediction_id": prediction_id,
+            "model": config.model.name,
+            "version": config.model.version,
+        }
+
+    # The handlers check the raw JSON themselves; the bodies are documented by hand.
+    docs = ServiceDocs(config.model.task, max_batch, service.numeric, service.categorical,
+                       MAX_KEY_LENGTH, MAX_STRING_LENGTH)  # fmt: skip
+
+    @app.post(
+        "/predict",
+        summary="Predict one instance ({features}) or a batch ({instances})",
+        **docs.predict(),
+    )
+    async def predict(request: Request) -> Response:
+        try:
+            document = parse_json(await request.body())
+            if not isinstance(document, dict):
+                raise RequestError(422, "body", f"must be a JSON object, got {json_kind(document)}")
+            unknown = sorted(set(document) - {"features", "instances"})
+            if unknown:
+                raise RequestError(
+                    422, unknown[0][:MAX_KEY_LENGTH], "unknown field; send features or instances"
+                )
+            if ("features" in document) == ("instances" in document):
+                raise RequestError(422, "body", "send exactly one of features or instances")
+            if "features" in document:
+                features = check_features(service, document["features"], "features")
+                return JSONResponse(await _predict_one(features))
+            instances = document["instances"]
+            if not isinstance(instances, list):
+                raise RequestError(
+                    422, "instances", f"must be an array, got {json_kind(instances)}"
+                )
+            if not instances:
+                raise RequestError(422, "instances", "must hold at least one instance")
+            if len(instances) > max_batch:
+                raise RequestError(
+                    413, "instances", f"{len(instances)} instances; at most {max_batch} per call"
+                )
+            checked = [
+                check_features(service, item, f"instances.{i}") for i, item in enumerate(instances)
+            ]
+            answers = [await _predict_one(item) for item in checked]
+            return JSONResponse({"predictions": answers})
+        except RequestError as exc:
+            return error_answer(exc.status, exc.problems)
+        except _ModelFailed:
+            return JSONResponse({"detail": "the model failed to predict"}, status_code=500)
+
+    @app.post(
+        "/feedback",
+        summary="Ground truth for earlier predictions, one or a list",
+        **docs.feedback(),
+    )
+    async def feedback(request: Request) -> Response:
+        try:
+            document = parse_json(await request.body())
+            if isinstance(document, list):
+                if len(document) > max_batch:
+                    raise RequestError(413, "body", f"at most {max_batch} outcomes per call")
+                items = [check_outcome(item, f"{i}") for i, item in enumerate(document)]
+                results = []
+                for prediction_id, actual in items:
+                    status = await run_in_threadpool(monitor.record_outcome, prediction_id, actual)
+                    results.append({"prediction_id": prediction_id, "status": status.value})
+                return JSONResponse({"results": results})
+            prediction_id, actual = check_outcome(document, "")
+            status = await run_in_threadpool(monitor.record_outcome, prediction_id, actual)
+        except RequestError as exc:
+            return error_answer(exc.status, exc.problems)
+        code, reason = FEEDBACK_STATUS[status]
+        if code >= 400:
+            field = "prediction_id" if code in (404, 409) else "actual"
+            return error_answer(code, [{"field": field, "reason": reason}])
+        return JSONResponse({"prediction_id": prediction_id, "status": status.value})
+
+    @app.get("/healthz", summary="The process is up")
+    async def healthz() -> dict[str, str]:
+        return {
+            "status": "ok",
+            "model": config.model.name,
+            "version": config.model.version,
+            "task": config.model.task,
+        }
+
+    @app.get("/readyz", summary="The model is loaded and the outcome store is writable", **READYZ)
+    async def readyz() -> Response:
+        try:
+            await run_in_threadpool(monitor.check_store)
+        except StoreError as exc:
+            return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
+        monitor.store_succeeded()  # the probe was a real write: the store works again
+        return JSONResponse({"status": "ready", "model": config.model.name})
+
+    if config.service.metrics_port is None:  # else only metrics_app() serves them, on that port
+
+        @app.get("/metrics", summary="Prometheus metrics", **METRICS)
+        async def metrics() -> Response:
+            return await metrics_response(service)
+
+    if service.tokens is not None:
+        require_bearer(app, service.tokens, _open_paths(config))
+    return app
+
+
+def _open_paths(config: MonitorConfig) -> frozenset[str]:
+    """The paths that need no token: probes, docs and, unless protected, /metrics."""
+    metrics = frozenset() if config.service.auth.protect_metrics else frozenset({"/metrics"})
+    return PROBE_PATHS | DOCS_PATHS | metrics
+
+
+class _ModelFailed(Exception):
+    """The model raised (already counted and logged): answered 500 with a generic body."""
