@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -746,6 +747,8 @@ def test_action_gets_a_hostile_alert_on_stdin_only_and_no_shell_runs(store, regi
     assert json.loads(Path(f"{out}.argv").read_text()) == [str(recorder), str(out)]
     environment = json.loads(Path(f"{out}.env").read_text())
     assert not any("touch" in value for value in environment.values())
+    # ...and its idempotency key: hex digits hashed from the alert, nothing it could inject.
+    assert re.fullmatch("[0-9a-f]{32}", environment["ALERT_IDEMPOTENCY_KEY"])
     assert not marker.exists()
     assert victim.is_dir()
 

@@ -4,13 +4,42 @@ that survive ``kill -9``, bounded listings, per-alert sizes and retention."""
 from __future__ import annotations
 
 import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 
-from exporter.receiver import AlertStore, create_app
-from tests.test_receiver import AUTH, TOKEN, Client, make_alert, make_payload, serve, stored_rows
+from exporter.receiver import (
+    DATABASE_NAME,
+    ActionRunner,
+    AlertAction,
+    AlertRecord,
+    AlertStore,
+    PendingAction,
+    create_app,
+    idempotency_key,
+)
+from exporter.receiver.store import SCHEMA_VERSION
+from tests.binaries import free_port, terminate, wait_until_ready
+from tests.test_receiver import (
+    AUTH,
+    REPO,
+    SERVER,
+    TOKEN,
+    Client,
+    make_alert,
+    make_payload,
+    serve,
+    stored_rows,
+    write_script,
+)
 
 
 @pytest.fixture
@@ -81,3 +110,186 @@ def test_large_finite_numbers_and_big_integers_are_kept(receiver, tmp_path):
     (row,) = stored_rows(tmp_path / "data")
     stored = json.loads(row[-1])
     assert stored["extra"] == [1e308, -1e308, 123456789012345678901234567890]
+
+
+# --- durable actions ---------------------------------------------------------------------------
+
+#: An action that takes a while, then appends its idempotency key to a file named after the
+#: alert's fingerprint: one line per run.
+SLOW_RECORDER = """
+import json, os, sys, time
+alert = json.loads(sys.stdin.read())
+time.sleep(float(sys.argv[2]))
+with open(os.path.join(sys.argv[1], alert["fingerprint"]), "a") as f:
+    f.write(os.environ["ALERT_IDEMPOTENCY_KEY"] + "\\n")
+"""
+
+
+def _actions_file(tmp_path: Path, seconds: float) -> tuple[Path, Path]:
+    """An actions file running SLOW_RECORDER for ModelAccuracyDrop, and its output directory."""
+    out = tmp_path / "runs"
+    out.mkdir(exist_ok=True)
+    script = write_script(tmp_path, "slow_recorder.py", SLOW_RECORDER)
+    command = [sys.executable, str(script), str(out), str(seconds)]
+    actions = tmp_path / "actions.yml"
+    actions.write_text(
+        json.dumps({"ModelAccuracyDrop": {"command": command, "timeout_seconds": 60}})
+    )
+    return actions, out
+
+
+@contextmanager
+def live_receiver(
+    tmp_path: Path, actions: Path, *extra: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """``model-exporter receiver``'s run() in its own process on a free port, always stopped."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    log = tmp_path / "receiver.log"
+    argv = ["--port", str(port), "--data-dir", str(tmp_path / "data"), "--actions", str(actions)]
+    with log.open("ab") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-c", SERVER, *argv, *extra],
+            cwd=REPO,
+            env=os.environ | {"PYTHONPATH": str(REPO)},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until_ready(f"{url}/readyz", process, log, "receiver", timeout=30)
+        yield url, process
+    finally:
+        terminate(process)
+
+
+def _runs(out: Path) -> dict[str, list[str]]:
+    return {path.name: path.read_text().splitlines() for path in out.iterdir()}
+
+
+def test_actions_survive_a_sigkill_and_run_after_the_restart(tmp_path):
+    # Issue 15, item 2: 40 new alerts, kill -9 0.3 s later, restart, Alertmanager re-sends.
+    # Before, the actions waited in memory only: 4 of 40 ran and the re-send was all duplicates.
+    actions, out = _actions_file(tmp_path, seconds=0.3)
+    payload = make_payload(*(make_alert(f"fp{i:02d}") for i in range(40)))
+
+    with live_receiver(tmp_path, actions) as (url, process):
+        first = httpx.post(f"{url}/alerts", json=payload, timeout=10)
+        time.sleep(0.3)
+        process.kill()
+        process.wait()
+    assert first.json() == {"received": 40, "stored": 40, "duplicates": 0}
+    ran_before = len(list(out.iterdir()))
+
+    with live_receiver(tmp_path, actions) as (url, _):
+        resent = httpx.post(f"{url}/alerts", json=payload, timeout=10)
+        deadline = time.monotonic() + 60
+        while len(list(out.iterdir())) < 40 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # a second run, if any, would land now
+        runs = _runs(out)
+
+    assert resent.json() == {"received": 40, "stored": 0, "duplicates": 40}
+    assert sorted(runs) == [f"fp{i:02d}" for i in range(40)], f"{ran_before} ran before the kill"
+    for lines in runs.values():
+        # At least once; a run the kill interrupted after it wrote may come again, with the
+        # same key.
+        assert len(set(lines)) == 1
+    assert len({lines[0] for lines in runs.values()}) == 40  # one key per alert
+    assert (
+        "pending action(s) from before this start queued again"
+        in (tmp_path / "receiver.log").read_text()
+    )
+
+
+def test_a_full_queue_defers_actions_to_the_store_and_runs_them_all_once(tmp_path):
+    out = tmp_path / "runs"
+    out.mkdir()
+    script = write_script(tmp_path, "slow_recorder.py", SLOW_RECORDER)
+    action = AlertAction(command=(sys.executable, str(script), str(out), "0.05"))
+    outcomes: list[str] = []
+    deferred: list[int] = []
+    store = AlertStore.in_directory(tmp_path / "data")
+    runner = ActionRunner(
+        {"ModelAccuracyDrop": action},
+        store,
+        lambda name, outcome: outcomes.append(outcome),
+        on_deferred=lambda: deferred.append(1),
+        workers=1,
+        queue_size=2,
+    )
+    try:
+        runner.start()
+        records = [
+            AlertRecord(f"fp{i:02d}", "2024-05-01T08:00:00.123456+00:00", "firing", None,
+                        "ModelAccuracyDrop", "critical", "churn", "r", "g",
+                        json.dumps(make_alert(f"fp{i:02d}")))
+            for i in range(12)
+        ]  # fmt: skip
+        ids = store.record(records, with_action=[True] * 12)
+        for record, alert_id in zip(records, ids, strict=True):
+            assert alert_id is not None
+            key = idempotency_key(record.fingerprint, record.starts_at, record.status)
+            runner.submit(
+                PendingAction(alert_id, record.alertname, record.status, key, record.alert_json)
+            )
+        assert len(deferred) >= 12 - 3  # one running and two queued at most
+        deadline = time.monotonic() + 30
+        while len(outcomes) < 12 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        runner.close()
+        pending = store.pending_actions(100)
+        store.close()
+
+    assert outcomes == ["success"] * 12
+    assert sorted(_runs(out)) == [f"fp{i:02d}" for i in range(12)]
+    assert all(len(lines) == 1 for lines in _runs(out).values())
+    assert pending == []
+
+
+def test_sigterm_stops_within_the_bound_and_the_rest_runs_at_the_next_start(tmp_path):
+    # 12 actions of 3 s on 4 workers would need 9 s; shutdown stops after 0.5 s and kills the
+    # 4 running ones, which run again (with all the others) at the next start.
+    actions, out = _actions_file(tmp_path, seconds=3)
+    payload = make_payload(*(make_alert(f"fp{i:02d}") for i in range(12)))
+
+    with live_receiver(tmp_path, actions, "--action-shutdown-seconds", "0.5") as (url, process):
+        assert httpx.post(f"{url}/alerts", json=payload, timeout=10).status_code == 200
+        time.sleep(0.5)
+        started = time.monotonic()
+        process.terminate()
+        process.wait(timeout=30)
+        stopped_after = time.monotonic() - started
+    assert stopped_after < 5.0, stopped_after
+    assert list(out.iterdir()) == []
+    log = (tmp_path / "receiver.log").read_text()
+    assert "Finished server process" in log  # a graceful stop (uvicorn re-raises SIGTERM then)
+    assert "left 12 action(s) pending for the next start" in log
+
+    with live_receiver(tmp_path, actions) as (url, _):
+        deadline = time.monotonic() + 60
+        while len(list(out.iterdir())) < 12 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        runs = _runs(out)
+    assert sorted(runs) == [f"fp{i:02d}" for i in range(12)]
+    assert all(len(lines) == 1 for lines in runs.values())
+
+
+def test_a_version_1_store_is_upgraded_in_place_without_rerunning_old_alerts(tmp_path):
+    store = AlertStore.in_directory(tmp_path / "data")
+    record = AlertRecord("old", "2024-05-01T08:00:00.000000+00:00", "firing", None,
+                         "ModelAccuracyDrop", "", "", "", "", "{}")  # fmt: skip
+    store.record([record])
+    store.close()
+    with sqlite3.connect(tmp_path / "data" / DATABASE_NAME) as conn:  # as receiver 0.1 left it
+        conn.executescript("DROP TABLE actions; PRAGMA user_version = 1;")
+
+    reopened = AlertStore.in_directory(tmp_path / "data")
+    try:
+        assert [s.record.fingerprint for s in reopened.recent()] == ["old"]
+        assert reopened.pending_actions(10) == []  # stored before actions were durable
+        assert reopened.record([record], with_action=[True]) == [None]  # still a duplicate
+    finally:
+        reopened.close()
+    with sqlite3.connect(tmp_path / "data" / DATABASE_NAME) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)

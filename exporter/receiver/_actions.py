@@ -1,4 +1,4 @@
-"""Actions: the commands an actions file runs per alertname, and the threads that run them."""
+"""Actions: the commands an actions file runs per alertname, and how one command is run."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -23,8 +22,9 @@ log = logging.getLogger("exporter.receiver")
 
 #: Timeout of an action that sets none.
 DEFAULT_ACTION_TIMEOUT_SECONDS = 60.0
-#: Actions running at the same time; more wait in a queue.
-ACTION_WORKERS = 4
+#: The environment variable that carries an action's idempotency key: the same for every run of
+#: one alert and status, also after a restart (stdin stays the alert exactly as it was posted).
+IDEMPOTENCY_KEY_ENV = "ALERT_IDEMPOTENCY_KEY"
 
 Outcome = Literal["success", "failure", "timeout"]
 
@@ -107,30 +107,40 @@ def _action_errors(exc: ValidationError) -> list[tuple[str, str]]:
     ] or [("(action)", "expected a mapping with command, timeout_seconds and on")]
 
 
-def run_action(action: AlertAction, alert_json: bytes) -> Outcome:
+def run_action(
+    action: AlertAction,
+    alert_json: bytes,
+    *,
+    key: str | None = None,
+    started: Callable[[subprocess.Popen[bytes]], None] | None = None,
+) -> Outcome:
     """Run ``action`` with ``alert_json`` on stdin; kill it and its children on timeout.
 
     The command is an argv list executed directly, never through a shell, and the alert reaches
-    it only on stdin: nothing from the alert is placed in argv or the environment. Its stdout and
-    stderr go to the receiver's own, so they land in the same log.
+    it only on stdin: nothing from the alert is placed in argv or the environment, except
+    ``key`` (32 hex digits, see :func:`exporter.receiver.store.idempotency_key`) in
+    ``ALERT_IDEMPOTENCY_KEY``. ``started`` is given the process once it runs (the runner kills
+    its group when shutdown cannot wait any longer). Its stdout and stderr go to the receiver's
+    own, so they land in the same log.
     """
+    env = None if key is None else os.environ | {IDEMPOTENCY_KEY_ENV: key}
     try:
         process = subprocess.Popen(
             action.command,
             stdin=subprocess.PIPE,
+            env=env,
             # Its own process group: a timeout kills whatever the command started, too.
             start_new_session=True,
         )
     except OSError as exc:
         log.error("action %s could not start: %s", list(action.command), exc)
         return "failure"
+    if started is not None:
+        started(process)
     try:
         process.communicate(alert_json, timeout=action.timeout_seconds)
     except subprocess.TimeoutExpired:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            process.kill()
+        kill_group(process)
         process.communicate()
         log.warning(
             "action %s timed out after %s s and was killed",
@@ -144,47 +154,9 @@ def run_action(action: AlertAction, alert_json: bytes) -> Outcome:
     return "success"
 
 
-class ActionRunner:
-    """Runs actions on worker threads so that the webhook answer never waits for them."""
-
-    def __init__(
-        self,
-        actions: Mapping[str, AlertAction],
-        on_outcome: Callable[[str, Outcome], None],
-        *,
-        workers: int = ACTION_WORKERS,
-    ) -> None:
-        self._actions = dict(actions)
-        self._on_outcome = on_outcome
-        self._executor = (
-            ThreadPoolExecutor(max_workers=workers, thread_name_prefix="alert-action")
-            if self._actions
-            else None
-        )
-
-    def action_for(self, alertname: str, status: str) -> AlertAction | None:
-        action = self._actions.get(alertname)
-        return action if action is not None and status in action.on else None
-
-    def submit(self, alertname: str, action: AlertAction, alert_json: bytes) -> None:
-        """Queue one run; never raises (a run that cannot be queued counts as a failure)."""
-        if self._executor is None:
-            return
-        try:
-            self._executor.submit(self._run, alertname, action, alert_json)
-        except RuntimeError as exc:  # the executor is shutting down
-            log.error("action for %s not started: %s", alertname, exc)
-            self._on_outcome(alertname, "failure")
-
-    def _run(self, alertname: str, action: AlertAction, alert_json: bytes) -> None:
-        try:
-            outcome = run_action(action, alert_json)
-        except Exception:
-            log.exception("action for %s failed inside the receiver", alertname)
-            outcome = "failure"
-        self._on_outcome(alertname, outcome)
-
-    def close(self) -> None:
-        """Wait for queued and running actions (each is bounded by its timeout)."""
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    """SIGKILL ``process`` and whatever it started (its own process group)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        process.kill()

@@ -20,7 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pydantic import ValidationError
 
 from exporter import __version__
-from exporter.receiver._actions import ActionRunner, AlertAction
+from exporter.receiver._actions import AlertAction
 from exporter.receiver._metrics import ReceiverMetrics
 from exporter.receiver._payload import (
     GO_ZERO_TIME,
@@ -35,7 +35,14 @@ from exporter.receiver._payload import (
     field_errors,
     non_finite_field,
 )
-from exporter.receiver.store import AlertRecord, AlertStore, StoredAlert
+from exporter.receiver._runner import DEFAULT_SHUTDOWN_SECONDS, ActionRunner
+from exporter.receiver.store import (
+    AlertRecord,
+    AlertStore,
+    PendingAction,
+    StoredAlert,
+    idempotency_key,
+)
 from exporter.security import DOCS_PATHS, PROBE_PATHS, BearerTokens, require_bearer
 
 log = logging.getLogger("exporter.receiver")
@@ -132,6 +139,7 @@ def create_app(
     actions: Mapping[str, AlertAction],
     registry: CollectorRegistry | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    action_shutdown_seconds: float = DEFAULT_SHUTDOWN_SECONDS,
 ) -> FastAPI:
     """The receiver's ASGI app on ``store``.
 
@@ -139,7 +147,10 @@ def create_app(
     ``None`` to accept anyone (a warning is logged). ``actions``: commands per alertname (see
     :func:`load_actions`).
     ``registry``: where the receiver's counters live; a fresh one when not given. The store is
-    the caller's to close; the action runner is closed (waiting for running actions) on shutdown.
+    the caller's to close. An action is stored with its alert and run at least once: the runner
+    starts with the app (taking what a previous process left pending) and on shutdown keeps
+    running queued actions for ``action_shutdown_seconds``, then kills the running ones and
+    leaves all unfinished pending for the next start.
     """
     if isinstance(token, str):
         if not token:
@@ -152,10 +163,17 @@ def create_app(
         )
     registry = CollectorRegistry() if registry is None else registry
     metrics = ReceiverMetrics.build(registry)
-    runner = ActionRunner(actions, metrics.count_action)
+    runner = ActionRunner(
+        actions,
+        store,
+        metrics.count_action,
+        on_deferred=metrics.count_deferred_action,
+        shutdown_seconds=action_shutdown_seconds,
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(runner.start)
         try:
             yield
         finally:
@@ -219,18 +237,22 @@ def create_app(
         records = [
             _record(payload, a, raw) for a, raw in zip(payload.alerts, raw_alerts, strict=True)
         ]
+        with_action = [runner.action_for(r.alertname, r.status) is not None for r in records]
         try:
-            new = await run_in_threadpool(store.record, records)
+            # The alert and its pending action are one transaction: both or neither.
+            new = await run_in_threadpool(store.record, records, with_action=with_action)
         except sqlite3.Error as exc:
             return _store_unavailable(exc)
-        for alert, record, is_new in zip(payload.alerts, records, new, strict=True):
-            if not is_new:
+        for record, alert_id, action in zip(records, new, with_action, strict=True):
+            if alert_id is None:
                 continue
-            metrics.count_notification(record.alertname, alert.status, record.severity)
-            action = runner.action_for(record.alertname, alert.status)
-            if action is not None:
-                runner.submit(record.alertname, action, record.alert_json.encode("ascii") + b"\n")
-        stored = sum(new)
+            metrics.count_notification(record.alertname, record.status, record.severity)
+            if action:
+                key = idempotency_key(record.fingerprint, record.starts_at, record.status)
+                runner.submit(
+                    PendingAction(alert_id, record.alertname, record.status, key, record.alert_json)
+                )
+        stored = sum(alert_id is not None for alert_id in new)
         result = PostResult(received=len(new), stored=stored, duplicates=len(new) - stored)
         return JSONResponse(result.model_dump())
 

@@ -11,6 +11,7 @@ import uvicorn
 
 from exporter.receiver._actions import ReceiverConfigError, load_actions
 from exporter.receiver._app import create_app
+from exporter.receiver._runner import DEFAULT_SHUTDOWN_SECONDS
 from exporter.receiver.store import AlertStore, StoreError
 from exporter.security import (
     BearerTokens,
@@ -38,6 +39,16 @@ def port_number(value: str) -> int:
     return port
 
 
+def positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {value}")
+    return seconds
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Add the options of ``model-exporter receiver`` to ``parser``."""
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
@@ -61,6 +72,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="YAML file mapping alertname to {command: [argv...], timeout_seconds, on: [firing]}",
     )
+    parser.add_argument(
+        "--action-shutdown-seconds",
+        type=positive_seconds,
+        default=DEFAULT_SHUTDOWN_SECONDS,
+        help="on SIGTERM, run queued actions this long, then kill the running ones; all that did "
+        "not finish runs at the next start (default: %(default)s; keep it below the "
+        "termination grace period)",
+    )
     add_tls_arguments(parser)
 
 
@@ -81,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings + (tokens.warnings() if tokens else []):
         log.warning("%s", warning)
     try:
-        app = create_app(store, token=tokens, actions=actions)
+        app = create_app(
+            store,
+            token=tokens,
+            actions=actions,
+            action_shutdown_seconds=args.action_shutdown_seconds,
+        )
         config = uvicorn.Config(
             app, host=args.host, port=args.port,
             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,

@@ -40,6 +40,7 @@ class _BoundedValues:
 class ReceiverMetrics:
     notifications: Counter
     actions: Counter
+    actions_deferred: Counter
     alertname: _BoundedValues
     severity: _BoundedValues
 
@@ -59,6 +60,12 @@ class ReceiverMetrics:
                 ["alertname", "outcome"],
                 registry=registry,
             ),
+            actions_deferred=Counter(
+                "model_alert_actions_deferred",
+                "Actions that found the receiver's in-memory queue full; they wait in the alert "
+                "store and run when the queue has room again.",
+                registry=registry,
+            ),
             alertname=_BoundedValues(MAX_ALERTNAMES),
             severity=_BoundedValues(MAX_SEVERITIES),
         )
@@ -68,3 +75,6 @@ class ReceiverMetrics:
 
     def count_action(self, alertname: str, outcome: Outcome) -> None:
         self.actions.labels(self.alertname(alertname), outcome).inc()
+
+    def count_deferred_action(self) -> None:
+        self.actions_deferred.inc()

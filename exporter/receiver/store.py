@@ -5,13 +5,19 @@ re-sends a firing alert every ``repeat_interval`` and retries a failed delivery,
 must neither be stored twice nor re-run an action, also after a restart. The journal is WAL with
 ``synchronous=FULL``, so a committed notification survives a crash or a power cut; the receiver
 answers 2xx only after :meth:`AlertStore.record` has committed.
+
+An alert that has an action gets a row in ``actions`` in the same transaction, so the action is
+durable work: it stays pending until :meth:`AlertStore.finish_action` records its outcome, and a
+receiver started after a crash runs what is still pending (at least once; the action gets
+:func:`idempotency_key` to recognise a second run).
 """
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,7 +27,7 @@ from exporter.errors import StoreError as StoreError  # re-exported: raised here
 #: File name of the database inside the receiver's data directory.
 DATABASE_NAME = "alerts.sqlite3"
 #: ``PRAGMA user_version`` of the schema below; a file from a newer receiver is refused.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 adds the actions table; a version 1 file is upgraded in place
 #: How long a write waits for another connection (another receiver process) to release the file.
 BUSY_TIMEOUT_SECONDS = 5.0
 
@@ -44,6 +50,13 @@ CREATE TABLE IF NOT EXISTS alerts (
 CREATE INDEX IF NOT EXISTS alerts_by_alertname ON alerts (alertname, id);
 CREATE INDEX IF NOT EXISTS alerts_by_model ON alerts (model, id);
 CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, id);
+CREATE TABLE IF NOT EXISTS actions (
+    alert_id INTEGER PRIMARY KEY REFERENCES alerts (id),
+    queued_at TEXT NOT NULL,
+    done_at TEXT,
+    outcome TEXT
+);
+CREATE INDEX IF NOT EXISTS actions_pending ON actions (alert_id) WHERE done_at IS NULL;
 CREATE TABLE IF NOT EXISTS write_probe (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     checked_at TEXT NOT NULL
@@ -79,6 +92,25 @@ class StoredAlert:
     id: int
     received_at: str
     record: AlertRecord
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    """An alert whose action has not run to an outcome yet."""
+
+    alert_id: int
+    alertname: str
+    status: str
+    #: :func:`idempotency_key` of the alert: the same for every delivery of it, in any process.
+    key: str
+    alert_json: str
+
+
+def idempotency_key(fingerprint: str, starts_at: str, status: str) -> str:
+    """32 hex digits naming one alert and status: the store's key, hashed so that it is safe in
+    an environment variable or a file name whatever the sender put in the fingerprint."""
+    text = "\0".join((fingerprint, starts_at, status))
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]
 
 
 def _utc_now() -> str:
@@ -149,13 +181,17 @@ class AlertStore:
                 (_utc_now(),),
             )
 
-    def record(self, alerts: Sequence[AlertRecord]) -> list[bool]:
+    def record(
+        self, alerts: Sequence[AlertRecord], *, with_action: Sequence[bool] = ()
+    ) -> list[int | None]:
         """Store ``alerts`` in one committed transaction.
 
-        Returns, per alert, ``True`` when it was new and ``False`` when the same
-        ``(fingerprint, starts_at, status)`` was already stored (then nothing is written).
+        Returns, per alert, its row id when it was new and ``None`` when the same
+        ``(fingerprint, starts_at, status)`` was already stored (then nothing is written). A new
+        alert whose ``with_action`` entry is true gets a pending action in the same transaction.
         Raises :class:`sqlite3.Error` when the transaction could not be committed.
         """
+        wanted = list(with_action) + [False] * (len(alerts) - len(with_action))
         received_at = _utc_now()
         rows = [
             (
@@ -177,17 +213,22 @@ class AlertStore:
             conn = self._connection
             conn.execute("BEGIN IMMEDIATE")
             try:
-                new = [
-                    conn.execute(
+                new: list[int | None] = []
+                for row, action in zip(rows, wanted, strict=False):
+                    cursor = conn.execute(
                         "INSERT INTO alerts (fingerprint, starts_at, status, ends_at, alertname, "
                         "severity, model, receiver, group_key, received_at, alert_json) "
                         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                         "ON CONFLICT (fingerprint, starts_at, status) DO NOTHING",
                         row,
-                    ).rowcount
-                    == 1
-                    for row in rows
-                ]
+                    )
+                    alert_id = cursor.lastrowid if cursor.rowcount == 1 else None
+                    new.append(alert_id)
+                    if alert_id is not None and action:
+                        conn.execute(
+                            "INSERT INTO actions (alert_id, queued_at) VALUES (?, ?)",
+                            (alert_id, received_at),
+                        )
                 conn.execute("COMMIT")
             except BaseException:
                 if conn.in_transaction:
@@ -222,6 +263,37 @@ class AlertStore:
         return [
             StoredAlert(id=row[0], received_at=row[1], record=AlertRecord(*row[2:])) for row in rows
         ]
+
+    def pending_actions(self, limit: int, *, skip: Collection[int] = ()) -> list[PendingAction]:
+        """Up to ``limit`` actions that have not run to an outcome, oldest first, without the
+        alert ids in ``skip`` (those queued or running in this process)."""
+        with self._lock:
+            rows = self._connection.execute(
+                "SELECT a.id, a.alertname, a.status, a.fingerprint, a.starts_at, a.alert_json "
+                "FROM actions p JOIN alerts a ON a.id = p.alert_id "
+                "WHERE p.done_at IS NULL ORDER BY p.alert_id LIMIT ?",
+                (limit + len(skip),),
+            ).fetchall()
+        found = [
+            PendingAction(
+                alert_id=row[0],
+                alertname=row[1],
+                status=row[2],
+                key=idempotency_key(row[3], row[4], row[2]),
+                alert_json=row[5],
+            )
+            for row in rows
+            if row[0] not in skip
+        ]
+        return found[:limit]
+
+    def finish_action(self, alert_id: int, outcome: str) -> None:
+        """Record that the action of ``alert_id`` ran to ``outcome``; it is no longer pending."""
+        with self._lock:
+            self._connection.execute(
+                "UPDATE actions SET done_at = ?, outcome = ? WHERE alert_id = ?",
+                (_utc_now(), outcome, alert_id),
+            )
 
     def close(self) -> None:
         with self._lock:
