@@ -120,8 +120,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _check_store_fits_workers(config, args.workers)
         data_dir.mkdir(parents=True, exist_ok=True)
         lock = _lock_data_dir(data_dir)
-        # Built once here, in every case, so a mistake is one clear line before any worker starts.
-        checked = service.build_service(config, data_dir)
+        try:
+            # Built once here, in every case, so a mistake is one clear line before any worker
+            # starts.
+            checked = service.build_service(config, data_dir)
+        except BaseException:
+            lock.close()
+            raise
     except service.STARTUP_ERRORS + (security.TLSError,) as exc:
         raise CommandError(str(exc)) from None
     except OSError as exc:

@@ -7,7 +7,7 @@ token is rotated without downtime (add the new one, move the clients, remove the
 server notices a changed file within :data:`RELOAD_CHECK_SECONDS`, which is also how a Kubernetes
 Secret mounted as a volume is updated.
 
-:class:`BearerAuth` is a pure ASGI middleware (as :class:`exporter.service.BodyLimit`): deny by
+:class:`BearerAuth` is a pure ASGI middleware (as :class:`exporter.server.BodyLimit`): deny by
 default, with the paths that stay open (probes, the API description, ``/metrics`` unless asked
 otherwise) listed explicitly, so an endpoint added later is protected without anyone thinking of it.
 """

@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 
+from exporter.backtest import faults, traffic
 from exporter.backtest import simulate as sim
-from exporter.backtest import traffic
 from exporter.backtest.simulate import Example, SimulatedLog, fault_psi, input_psi, simulate
 from exporter.config import load_config
 from exporter.demo_models import fare, intent
@@ -188,8 +188,8 @@ def test_errors_fail_a_tenth_of_calls_only_during_the_fault(example: Example, ra
     failed = frame["error"].notna()
     fault = (frame["phase"] == "errors").to_numpy()
     assert (fault == (frame["time"] >= MIDNIGHT + 1800).to_numpy()).all()
-    assert near_share(int(failed[~fault].sum()), int((~fault).sum()), sim.BASELINE_ERROR_SHARE)
-    during = sim.FAULT_ERROR_SHARE + (1 - sim.FAULT_ERROR_SHARE) * sim.BASELINE_ERROR_SHARE
+    assert near_share(int(failed[~fault].sum()), int((~fault).sum()), faults.BASELINE_ERROR_SHARE)
+    during = faults.FAULT_ERROR_SHARE + (1 - faults.FAULT_ERROR_SHARE) * faults.BASELINE_ERROR_SHARE
     assert near_share(int(failed[fault].sum()), int(fault.sum()), during)
     assert set(frame.loc[failed, "error"]) == {"DemoModelError"}
     broken = frame[failed]
@@ -262,7 +262,7 @@ def test_mae_adds_six_dollars_to_actual_fares_only_during_the_fault() -> None:
     offset = (mae["actual"] - stable["actual"]).to_numpy()
     assert np.array_equal(np.isnan(offset), stable["actual"].isna().to_numpy())
     known = ~np.isnan(offset)
-    assert np.allclose(offset[known & fault], sim.MAE_FARE_OFFSET)
+    assert np.allclose(offset[known & fault], faults.MAE_FARE_OFFSET)
     assert (offset[known & ~fault] == 0).all()
 
 
@@ -294,7 +294,7 @@ def test_recover_after_brings_stable_traffic_back() -> None:
     assert max(input_psi("fare", window(drifted, MIDNIGHT + 1800, MIDNIGHT + 3600)).values()) > 0.2
     errors = make("fare", "errors", **options)
     late = window(errors, MIDNIGHT + 3600, errors.end)
-    assert near_share(int(late["error"].notna().sum()), len(late), sim.BASELINE_ERROR_SHARE)
+    assert near_share(int(late["error"].notna().sum()), len(late), faults.BASELINE_ERROR_SHARE)
     stable = make("fare", "stable", **options).frame
     mae = make("fare", "mae", **options).frame
     recovered = (stable["time"] >= MIDNIGHT + 3600).to_numpy()
