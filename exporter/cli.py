@@ -18,7 +18,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from exporter import __version__
 from exporter.errors import CommandError
@@ -26,7 +26,7 @@ from exporter.errors import CommandError
 if TYPE_CHECKING:
     import uvicorn
 
-    from exporter.config import MonitorConfig
+    from exporter.config import MonitorConfig, ServiceSection
     from exporter.server import Service
 
 EXIT_USAGE = 2
@@ -208,7 +208,21 @@ def _serve_in_this_process(
     with _serving_metrics(checked, listener, args):
         uvicorn.run(app, host=args.host, port=args.port, log_level=_log_level(args),
                     timeout_graceful_shutdown=10, ssl_certfile=args.ssl_certfile,
-                    ssl_keyfile=args.ssl_keyfile)  # fmt: skip
+                    ssl_keyfile=args.ssl_keyfile, http=_guarded_http(settings))  # fmt: skip
+
+
+def _guarded_http(settings: ServiceSection) -> Any:
+    """uvicorn's h11 protocol with the service's header deadline and connection bounds (see
+    :mod:`exporter.http_guard`); each process, each worker included, counts its own."""
+    from exporter.http_guard import ConnectionLimits, guarded_http
+
+    return guarded_http(
+        ConnectionLimits(
+            header_timeout_seconds=settings.header_timeout_seconds,
+            max_connections=settings.max_connections,
+            max_connections_per_client=settings.max_connections_per_client,
+        )
+    )
 
 
 def _serve_with_workers(
@@ -238,7 +252,8 @@ def _serve_with_workers(
     uvicorn_config = uvicorn.Config(
         "exporter.server:app_from_environment", factory=True, host=args.host, port=args.port,
         workers=args.workers, log_level=_log_level(args), timeout_graceful_shutdown=10,
-        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile, **settings,  # type: ignore[arg-type]
+        ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        http=_guarded_http(config.service), **settings,  # type: ignore[arg-type]
     )  # fmt: skip
     try:
         with _serving_metrics(reader, listener, args):
@@ -328,6 +343,7 @@ def _serving_metrics(
         service.metrics_app(source), host=args.host, port=listener.getsockname()[1],
         log_level=_log_level(args), lifespan="off", timeout_graceful_shutdown=5,
         ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+        http=_guarded_http(source.config.service),
     )  # fmt: skip
     server = uvicorn.Server(config)
     # Not the main thread, so uvicorn leaves the signals to the API server.

@@ -123,6 +123,13 @@ class ServiceSection(_Section):
     #: Serve ``/metrics`` on this port only (same host), so the API port can be exposed while the
     #: metrics stay internal; unset, ``/metrics`` is on the API port.
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    #: A request's headers must be complete this many seconds after its connection opens (or its
+    #: first byte arrives): a client that sends half a request and stops is closed then.
+    header_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    #: Open connections per server process, in total and from one client address (0: no bound
+    #: per client; behind a proxy or load balancer all requests come from its few addresses).
+    max_connections: int = Field(default=1000, ge=1)
+    max_connections_per_client: int = Field(default=100, ge=0)
     auth: AuthSection = Field(default_factory=AuthSection)
 
 
