@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -113,6 +114,37 @@ def test_a_memory_outcome_store_with_several_workers_is_refused_at_start(tmp_pat
     assert "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("import sys\nsys.exit(0)\n", "called sys.exit(0) while being imported"),
+        ("import sys\nsys.exit('bye')\n", "called sys.exit('bye') while being imported"),
+    ],
+)
+def test_a_model_module_that_exits_at_import_is_a_start_error(
+    tmp_path: Path, body: str, expected: str
+) -> None:
+    # SystemExit is not an Exception: serve used to exit 0 with no message at all.
+    (tmp_path / "exiting_model.py").write_text(body)
+    profile = ROOT / "examples" / "fare" / "reference.json"
+    config = write(
+        tmp_path,
+        VALID.replace("exporter.demo_models.fare:predict", "exiting_model:predict").replace(
+            "reference.json", str(profile)
+        ),
+    )
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter.cli", "serve", "--config", str(config), "--data-dir",
+         str(tmp_path / "data"), "--port", "0"],
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        env={**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"},
+    )  # fmt: skip
+    assert result.returncode == 2, (result.returncode, result.stderr)
+    assert "model.import_path: cannot import 'exiting_model'" in result.stderr
+    assert expected in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_the_examples_load() -> None:

@@ -39,6 +39,13 @@ def import_callable(path: str, key: str) -> Callable[..., Any]:
         target: Any = importlib.import_module(module_name)
     except Exception as exc:  # any import-time error of user code is reported, not raised
         raise ConfigError(f"{key}: cannot import {module_name!r}: {exc}") from None
+    except SystemExit as exc:
+        # Not an Exception: uncaught, a model module calling sys.exit(0) at import ended serve
+        # with status 0 and no message.
+        raise ConfigError(
+            f"{key}: cannot import {module_name!r}: it called sys.exit({exc.code!r}) while being "
+            "imported"
+        ) from None
     for part in attribute.split("."):
         try:
             target = getattr(target, part)
