@@ -18,6 +18,8 @@ import pytest
 
 from exporter.receiver import (
     DATABASE_NAME,
+    MAX_ALERT_BYTES,
+    MAX_PAGE_BYTES,
     ActionRunner,
     AlertAction,
     AlertRecord,
@@ -286,10 +288,56 @@ def test_a_version_1_store_is_upgraded_in_place_without_rerunning_old_alerts(tmp
 
     reopened = AlertStore.in_directory(tmp_path / "data")
     try:
-        assert [s.record.fingerprint for s in reopened.recent()] == ["old"]
+        assert [s.record.fingerprint for s in reopened.page()[0]] == ["old"]
         assert reopened.pending_actions(10) == []  # stored before actions were durable
         assert reopened.record([record], with_action=[True]) == [None]  # still a duplicate
     finally:
         reopened.close()
     with sqlite3.connect(tmp_path / "data" / DATABASE_NAME) as conn:
         assert conn.execute("PRAGMA user_version").fetchone() == (SCHEMA_VERSION,)
+
+
+# --- bounded listings and alerts ---------------------------------------------------------------
+
+
+def test_an_alert_over_the_size_bound_is_413_naming_it_and_nothing_is_stored(receiver, tmp_path):
+    big = make_alert("big", description="x" * MAX_ALERT_BYTES)
+    answer = receiver.post("/alerts", json=make_payload(make_alert("small"), big), headers=AUTH)
+
+    assert answer.status_code == 413
+    assert answer.json()["detail"] == [
+        {"field": "alerts.1", "reason": f"larger than {MAX_ALERT_BYTES} bytes as JSON"}
+    ]
+    assert stored_rows(tmp_path / "data") == []
+
+
+def test_the_listing_pages_with_a_cursor(receiver):
+    for i in range(5):
+        receiver.post("/alerts", json=make_payload(make_alert(f"a{i}")), headers=AUTH)
+
+    pages, before = [], None
+    while True:
+        query = "limit=2" + (f"&before={before}" if before is not None else "")
+        answer = receiver.get(f"/alerts?{query}", headers=AUTH)
+        assert answer.status_code == 200, answer.text
+        pages.append([a["fingerprint"] for a in answer.json()["alerts"]])
+        before = answer.json()["next"]
+        if before is None:
+            break
+
+    assert pages == [["a4", "a3"], ["a2", "a1"], ["a0"]]
+
+
+def test_a_page_ends_at_its_byte_bound(receiver):
+    # 80 alerts of about 60 KiB: 4.7 MiB, more than one page holds even at limit=1000.
+    description = "y" * (MAX_ALERT_BYTES - 4096)
+    for batch in range(5):
+        alerts = [make_alert(f"b{batch}-{i}", description=description) for i in range(16)]
+        assert receiver.post("/alerts", json=make_payload(*alerts), headers=AUTH).status_code == 200
+
+    first = receiver.get("/alerts?limit=1000", headers=AUTH).json()
+    rest = receiver.get(f"/alerts?limit=1000&before={first['next']}", headers=AUTH).json()
+
+    assert 0 < len(first["alerts"]) < 80 and first["next"] is not None
+    assert sum(len(a["annotations"]["description"]) for a in first["alerts"]) <= MAX_PAGE_BYTES
+    assert len(first["alerts"]) + len(rest["alerts"]) == 80 and rest["next"] is None

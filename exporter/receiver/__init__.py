@@ -34,9 +34,11 @@ from exporter.receiver._actions import (
 from exporter.receiver._app import (
     DEFAULT_LIST_LIMIT,
     LIST_FILTERS,
+    MAX_ALERT_BYTES,
     MAX_BODY_BYTES,
     MAX_FILTER_LENGTH,
     MAX_LIST_LIMIT,
+    MAX_PAGE_BYTES,
     OPEN_PATHS,
     create_app,
 )
@@ -99,9 +101,11 @@ __all__ = [
     "IDEMPOTENCY_KEY_ENV",
     "LIST_FILTERS",
     "MAX_ALERTNAMES",
+    "MAX_ALERT_BYTES",
     "MAX_BODY_BYTES",
     "MAX_FILTER_LENGTH",
     "MAX_LIST_LIMIT",
+    "MAX_PAGE_BYTES",
     "MAX_REPORTED_ERRORS",
     "MAX_SEVERITIES",
     "OPEN_PATHS",

@@ -24,6 +24,7 @@ from exporter.receiver._actions import AlertAction
 from exporter.receiver._metrics import ReceiverMetrics
 from exporter.receiver._payload import (
     GO_ZERO_TIME,
+    MAX_REPORTED_ERRORS,
     AlertList,
     ErrorBody,
     PostResult,
@@ -51,15 +52,20 @@ log = logging.getLogger("exporter.receiver")
 #: thousand alerts (set ``max_alerts`` in Alertmanager's webhook_config for larger groups).
 MAX_BODY_BYTES = 1024 * 1024
 #: ``GET /alerts`` returns this many alerts unless ``limit`` says otherwise, and never more than
-#: ``MAX_LIST_LIMIT``.
+#: ``MAX_LIST_LIMIT``; a page also ends once its alerts' stored JSON reaches ``MAX_PAGE_BYTES``.
+#: ``next`` in the answer, passed as ``before``, gives the next page.
 DEFAULT_LIST_LIMIT = 100
 MAX_LIST_LIMIT = 1000
+MAX_PAGE_BYTES = 4 * 1024 * 1024
+#: Largest accepted alert of a notification, as JSON: Alertmanager's alerts are a few KiB; a
+#: larger one is refused with 413 naming it, so that no stored alert makes a listing heavy.
+MAX_ALERT_BYTES = 64 * 1024
 #: Longest accepted value of a ``GET /alerts`` filter (labels are short; this only bounds input).
 MAX_FILTER_LENGTH = 256
 #: Why a number such as ``1e999`` (read as infinity) is refused.
 NON_FINITE_REASON = "a number beyond the range of a double; send a finite number"
 #: The query parameters GET /alerts understands.
-LIST_FILTERS = frozenset({"status", "model", "alertname", "limit"})
+LIST_FILTERS = frozenset({"status", "model", "alertname", "limit", "before"})
 #: What needs no token: probes, the receiver's own counters (Prometheus scrapes them) and docs.
 OPEN_PATHS = PROBE_PATHS | DOCS_PATHS | {"/metrics"}
 
@@ -139,6 +145,7 @@ def create_app(
     actions: Mapping[str, AlertAction],
     registry: CollectorRegistry | None = None,
     max_body_bytes: int = MAX_BODY_BYTES,
+    max_alert_bytes: int = MAX_ALERT_BYTES,
     action_shutdown_seconds: float = DEFAULT_SHUTDOWN_SECONDS,
 ) -> FastAPI:
     """The receiver's ASGI app on ``store``.
@@ -194,7 +201,7 @@ def create_app(
         for code, description in (
             (400, "The body is not JSON."),
             (401, "Missing or wrong bearer token."),
-            (413, "The body is too large."),
+            (413, "The body, or an alert in it, is too large."),
             (422, "The payload does not match webhook payload version 4."),
             (503, "The alert store cannot be written; nothing was acknowledged."),
         )
@@ -237,6 +244,13 @@ def create_app(
         records = [
             _record(payload, a, raw) for a, raw in zip(payload.alerts, raw_alerts, strict=True)
         ]
+        oversized = [
+            (f"alerts.{i}", f"larger than {max_alert_bytes} bytes as JSON")
+            for i, record in enumerate(records)
+            if len(record.alert_json) > max_alert_bytes
+        ]
+        if oversized:
+            return error_response(413, oversized[:MAX_REPORTED_ERRORS])
         with_action = [runner.action_for(r.alertname, r.status) is not None for r in records]
         try:
             # The alert and its pending action are one transaction: both or neither.
@@ -268,8 +282,10 @@ def create_app(
         model: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         alertname: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
+        before: Annotated[int | None, Query(ge=1)] = None,
     ) -> Any:
-        """Stored alerts, newest first, filtered by status, ``model`` label and alertname."""
+        """Stored alerts, newest first, filtered by status, ``model`` label and alertname; a page
+        holds ``limit`` alerts or about 4 MiB, and ``next``, passed as ``before``, continues."""
         # A misspelt filter (?alertnme=...) would otherwise silently list every alert.
         unknown = sorted(set(request.query_params) - LIST_FILTERS)
         if unknown:
@@ -277,10 +293,15 @@ def create_app(
             known = ", ".join(sorted(LIST_FILTERS))
             return error_response(422, [(name, f"unknown query parameter; use {known}")])
         try:
-            found = store.recent(status=status, model=model, alertname=alertname, limit=limit)
+            found, more = store.page(
+                status=status, model=model, alertname=alertname, limit=limit, before=before,
+                max_bytes=MAX_PAGE_BYTES,
+            )  # fmt: skip
         except sqlite3.Error as exc:
             return _store_unavailable(exc)
-        return AlertList(alerts=[_notification(s) for s in found])
+        return AlertList(
+            alerts=[_notification(s) for s in found], next=found[-1].id if more else None
+        )
 
     @app.get("/healthz")
     def healthz() -> dict[str, str]:

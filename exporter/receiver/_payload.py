@@ -97,6 +97,8 @@ class StoredNotification(BaseModel):
 
 class AlertList(BaseModel):
     alerts: list[StoredNotification]
+    #: Pass as ``before`` to get the next, older page; ``null`` on the last page.
+    next: int | None = None
 
 
 def error_response(status_code: int, errors: Sequence[tuple[str, str]]) -> JSONResponse:

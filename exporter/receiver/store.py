@@ -236,33 +236,51 @@ class AlertStore:
                 raise
         return new
 
-    def recent(
+    def page(
         self,
         *,
         status: str | None = None,
         model: str | None = None,
         alertname: str | None = None,
         limit: int = 100,
-    ) -> list[StoredAlert]:
-        """The last ``limit`` stored alerts matching every given filter, newest first."""
+        before: int | None = None,
+        max_bytes: int | None = None,
+    ) -> tuple[list[StoredAlert], bool]:
+        """Up to ``limit`` stored alerts matching every given filter, newest first, with an id
+        below ``before`` when it is given, and whether older ones follow. ``max_bytes`` ends the
+        page early once the alerts' JSON adds up to it (the first alert is always included)."""
         clauses: list[str] = []
         params: list[str | int] = []
         for column, value in (("status", status), ("model", model), ("alertname", alertname)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if before is not None:
+            clauses.append("id < ?")
+            params.append(before)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        params.append(limit)
+        params.append(limit + 1)
+        found: list[StoredAlert] = []
+        size = 0
         with self._lock:
-            rows = self._connection.execute(
+            cursor = self._connection.execute(
                 "SELECT id, received_at, fingerprint, starts_at, status, ends_at, alertname, "
                 "severity, model, receiver, group_key, alert_json "
                 f"FROM alerts {where} ORDER BY id DESC LIMIT ?",
                 params,
-            ).fetchall()
-        return [
-            StoredAlert(id=row[0], received_at=row[1], record=AlertRecord(*row[2:])) for row in rows
-        ]
+            )
+            try:
+                for row in cursor:  # row by row: a page never holds more than it returns
+                    size += len(row[-1])
+                    if len(found) == limit or (
+                        found and max_bytes is not None and size > max_bytes
+                    ):
+                        return found, True
+                    record = AlertRecord(*row[2:])
+                    found.append(StoredAlert(id=row[0], received_at=row[1], record=record))
+            finally:
+                cursor.close()
+        return found, False
 
     def pending_actions(self, limit: int, *, skip: Collection[int] = ()) -> list[PendingAction]:
         """Up to ``limit`` actions that have not run to an outcome, oldest first, without the
