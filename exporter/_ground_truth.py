@@ -121,6 +121,9 @@ class GroundTruth:
             log.error("model monitor %s cannot store predictions: %s", self.model, exc)
         self.store_ok = False
 
+    def store_succeeded(self) -> None:
+        self.store_ok = True
+
     def expire_due(self, now: float) -> None:
         """Drop expired predictions when the last time is :data:`EXPIRE_SECONDS` ago."""
         if now < self.next_expire:

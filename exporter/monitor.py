@@ -8,11 +8,14 @@ statistics are computed by :meth:`ModelMonitor.drift`, at scrape time, cached, a
 count; see :mod:`exporter.segments`.
 
 The parts, each given what it needs (its counter children, its streams, the lock), never the
-monitor: :mod:`exporter._inputs` (the features of each row), :mod:`exporter._outputs` (the
-predictions and confidences), :mod:`exporter._ground_truth` (the outcome store and the outcomes),
-:mod:`exporter._calls` (latency, errors and the decorator), :mod:`exporter._streams` (every
-window stream by name and their ticks), :mod:`exporter._exchange` (window state shared between
-workers) and :mod:`exporter._drift` (the statistics of one window: numbers in, numbers out).
+monitor, and put together by :mod:`exporter._parts`: :mod:`exporter._inputs` (the features of
+each row, over the watches of :mod:`exporter._watches`), :mod:`exporter._outputs` (the
+predictions and confidences), :mod:`exporter._classes` (class labels and slots),
+:mod:`exporter._ground_truth` (the outcome store and the outcomes), :mod:`exporter._calls`
+(latency, errors and the decorator), :mod:`exporter._batch` (a batch judged outside the lock),
+:mod:`exporter._streams` (every window stream by name and their ticks), :mod:`exporter._exchange`
+(window state shared between workers), :mod:`exporter._snapshot` (a cached drift snapshot) and
+:mod:`exporter._drift` (the statistics of one window: numbers in, numbers out).
 """
 
 from __future__ import annotations
@@ -308,7 +311,7 @@ class ModelMonitor:
         self._parts.truth.store_failed(exc)
 
     def store_succeeded(self) -> None:
-        self._parts.truth.store_ok = True
+        self._parts.truth.store_succeeded()
 
     def record_outcome(self, prediction_id: str, actual: Any) -> Resolution:
         """Join the ground truth of an earlier prediction; returns what happened.
