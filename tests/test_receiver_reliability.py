@@ -3,6 +3,7 @@ that survive ``kill -9``, bounded listings, per-alert sizes and retention."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import sqlite3
@@ -11,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import httpx
@@ -25,6 +27,7 @@ from exporter.receiver import (
     AlertRecord,
     AlertStore,
     PendingAction,
+    add_arguments,
     create_app,
     idempotency_key,
 )
@@ -341,3 +344,75 @@ def test_a_page_ends_at_its_byte_bound(receiver):
     assert 0 < len(first["alerts"]) < 80 and first["next"] is not None
     assert sum(len(a["annotations"]["description"]) for a in first["alerts"]) <= MAX_PAGE_BYTES
     assert len(first["alerts"]) + len(rest["alerts"]) == 80 and rest["next"] is None
+
+
+# --- retention ---------------------------------------------------------------------------------
+
+
+def _age(data_dir: Path, fingerprint: str, days: float) -> None:
+    """Make the alert ``fingerprint`` look received (and last seen) ``days`` ago."""
+    with sqlite3.connect(data_dir / DATABASE_NAME) as conn:
+        then = datetime.now(timezone.utc) - timedelta(days=days)
+        conn.execute(
+            "UPDATE alerts SET received_at = ?, last_seen_at = NULL WHERE fingerprint = ?",
+            (then.isoformat(timespec="microseconds"), fingerprint),
+        )
+
+
+def _record(fingerprint: str) -> AlertRecord:
+    return AlertRecord(fingerprint, "2024-05-01T08:00:00.000000+00:00", "firing", None,
+                       "ModelAccuracyDrop", "", "", "", "", "{}")  # fmt: skip
+
+
+def test_retention_deletes_by_age_and_count_but_keeps_repeats_and_pending_actions(tmp_path):
+    data = tmp_path / "data"
+    store = AlertStore.in_directory(data)
+    try:
+        store.record([_record(f) for f in ("old", "refreshed", "pending", "new1", "new2")],
+                     with_action=[False, False, True, False, False])  # fmt: skip
+        for fingerprint in ("old", "refreshed", "pending"):
+            _age(data, fingerprint, 40)
+        assert store.record([_record("refreshed")]) == [None]  # Alertmanager re-sent it today
+
+        assert store.prune(max_age_seconds=30 * 86400, max_alerts=None) == 1
+        assert [s.record.fingerprint for s in store.page()[0]] == [
+            "new2",
+            "new1",
+            "pending",
+            "refreshed",
+        ]
+        assert store.prune(max_age_seconds=None, max_alerts=2) == 1  # refreshed is the oldest
+        assert [s.record.fingerprint for s in store.page()[0]] == ["new2", "new1", "pending"]
+        assert [p.alertname for p in store.pending_actions(10)] == ["ModelAccuracyDrop"]
+    finally:
+        store.close()
+
+
+def test_the_receiver_applies_its_retention_at_the_start(tmp_path):
+    data = tmp_path / "data"
+    store = AlertStore.in_directory(data)
+    try:
+        store.record([_record("ancient"), _record("recent")])
+        _age(data, "ancient", 8)
+        app = create_app(store, token=None, actions={}, retention_days=7, max_stored_alerts=None)
+        with serve(app) as client:
+            listed: list[str] = []
+            deadline = time.monotonic() + 10
+            while listed != ["recent"] and time.monotonic() < deadline:
+                listed = [a["fingerprint"] for a in client.get("/alerts").json()["alerts"]]
+                time.sleep(0.05)
+    finally:
+        store.close()
+    assert listed == ["recent"]
+
+
+def test_retention_options_have_stated_defaults_and_bounds():
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args([])
+    assert (args.retention_days, args.max_stored_alerts) == (30.0, 100_000)
+    assert args.action_shutdown_seconds == 20.0
+    for bad in (["--retention-days", "0"], ["--retention-days", "1e9"],
+                ["--max-stored-alerts", "0"], ["--action-shutdown-seconds", "inf"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            parser.parse_args(bad)

@@ -33,6 +33,8 @@ from exporter.receiver._actions import (
 )
 from exporter.receiver._app import (
     DEFAULT_LIST_LIMIT,
+    DEFAULT_MAX_STORED_ALERTS,
+    DEFAULT_RETENTION_DAYS,
     LIST_FILTERS,
     MAX_ALERT_BYTES,
     MAX_BODY_BYTES,
@@ -40,6 +42,7 @@ from exporter.receiver._app import (
     MAX_LIST_LIMIT,
     MAX_PAGE_BYTES,
     OPEN_PATHS,
+    PRUNE_INTERVAL_SECONDS,
     create_app,
 )
 from exporter.receiver._command import (
@@ -93,7 +96,9 @@ __all__ = [
     "DEFAULT_DATA_DIR",
     "DEFAULT_HOST",
     "DEFAULT_LIST_LIMIT",
+    "DEFAULT_MAX_STORED_ALERTS",
     "DEFAULT_PORT",
+    "DEFAULT_RETENTION_DAYS",
     "DEFAULT_SHUTDOWN_SECONDS",
     "ErrorBody",
     "FieldError",
@@ -111,6 +116,7 @@ __all__ = [
     "OPEN_PATHS",
     "OTHER",
     "Outcome",
+    "PRUNE_INTERVAL_SECONDS",
     "PendingAction",
     "PostResult",
     "ReceiverConfigError",

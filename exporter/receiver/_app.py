@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
@@ -60,6 +61,12 @@ MAX_PAGE_BYTES = 4 * 1024 * 1024
 #: Largest accepted alert of a notification, as JSON: Alertmanager's alerts are a few KiB; a
 #: larger one is refused with 413 naming it, so that no stored alert makes a listing heavy.
 MAX_ALERT_BYTES = 64 * 1024
+#: Retention of the alert store: an alert last received longer ago goes, and so do all but the
+#: newest ``DEFAULT_MAX_STORED_ALERTS`` (an alert whose action is pending stays). Checked at the
+#: start and every ``PRUNE_INTERVAL_SECONDS``.
+DEFAULT_RETENTION_DAYS = 30.0
+DEFAULT_MAX_STORED_ALERTS = 100_000
+PRUNE_INTERVAL_SECONDS = 600.0
 #: Longest accepted value of a ``GET /alerts`` filter (labels are short; this only bounds input).
 MAX_FILTER_LENGTH = 256
 #: Why a number such as ``1e999`` (read as infinity) is refused.
@@ -147,6 +154,8 @@ def create_app(
     max_body_bytes: int = MAX_BODY_BYTES,
     max_alert_bytes: int = MAX_ALERT_BYTES,
     action_shutdown_seconds: float = DEFAULT_SHUTDOWN_SECONDS,
+    retention_days: float | None = DEFAULT_RETENTION_DAYS,
+    max_stored_alerts: int | None = DEFAULT_MAX_STORED_ALERTS,
 ) -> FastAPI:
     """The receiver's ASGI app on ``store``.
 
@@ -157,7 +166,8 @@ def create_app(
     the caller's to close. An action is stored with its alert and run at least once: the runner
     starts with the app (taking what a previous process left pending) and on shutdown keeps
     running queued actions for ``action_shutdown_seconds``, then kills the running ones and
-    leaves all unfinished pending for the next start.
+    leaves all unfinished pending for the next start. ``retention_days`` and
+    ``max_stored_alerts`` bound the store (``None``: no bound); see :meth:`AlertStore.prune`.
     """
     if isinstance(token, str):
         if not token:
@@ -178,12 +188,31 @@ def create_app(
         shutdown_seconds=action_shutdown_seconds,
     )
 
+    def prune() -> None:
+        try:
+            deleted = store.prune(
+                max_age_seconds=None if retention_days is None else retention_days * 86400,
+                max_alerts=max_stored_alerts,
+            )
+        except sqlite3.Error as exc:
+            log.error("old alerts could not be deleted: %s", exc)
+            return
+        if deleted:
+            log.info("deleted %d alert(s) past the retention", deleted)
+
+    async def prune_forever() -> None:
+        while True:
+            await run_in_threadpool(prune)
+            await asyncio.sleep(PRUNE_INTERVAL_SECONDS)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await run_in_threadpool(runner.start)
+        pruning = asyncio.create_task(prune_forever())
         try:
             yield
         finally:
+            pruning.cancel()
             await run_in_threadpool(runner.close)
 
     app = FastAPI(

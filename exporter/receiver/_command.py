@@ -10,7 +10,7 @@ from pathlib import Path
 import uvicorn
 
 from exporter.receiver._actions import ReceiverConfigError, load_actions
-from exporter.receiver._app import create_app
+from exporter.receiver._app import DEFAULT_MAX_STORED_ALERTS, DEFAULT_RETENTION_DAYS, create_app
 from exporter.receiver._runner import DEFAULT_SHUTDOWN_SECONDS
 from exporter.receiver.store import AlertStore, StoreError
 from exporter.security import (
@@ -27,13 +27,19 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 9099
 #: Relative to the working directory; ``/data/`` is ignored by the repository's .gitignore.
 DEFAULT_DATA_DIR = Path("data/receiver")
+#: A hundred years: a longer retention is no bound, and would overflow a date.
+MAX_RETENTION_DAYS = 36_500
+
+
+def _whole_number(value: str, what: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not {what}: {value!r}") from None
 
 
 def port_number(value: str) -> int:
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {value!r}") from None
+    port = _whole_number(value, "a port number")
     if not 0 < port < 65536:
         raise argparse.ArgumentTypeError(f"port out of range: {port}")
     return port
@@ -43,10 +49,24 @@ def positive_seconds(value: str) -> float:
     try:
         seconds = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {value!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
     if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds: {value}")
+        raise argparse.ArgumentTypeError(f"must be a positive number: {value}")
     return seconds
+
+
+def retention_days(value: str) -> float:
+    days = positive_seconds(value)
+    if days > MAX_RETENTION_DAYS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_RETENTION_DAYS} days: {value}")
+    return days
+
+
+def positive_int(value: str) -> int:
+    number = _whole_number(value, "a whole number")
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more: {number}")
+    return number
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +100,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "not finish runs at the next start (default: %(default)s; keep it below the "
         "termination grace period)",
     )
+    parser.add_argument(
+        "--retention-days",
+        type=retention_days,
+        default=DEFAULT_RETENTION_DAYS,
+        help="delete stored alerts last received longer ago than this (default: %(default)s); "
+        "an alert whose action is pending stays",
+    )
+    parser.add_argument(
+        "--max-stored-alerts",
+        type=positive_int,
+        default=DEFAULT_MAX_STORED_ALERTS,
+        help="keep at most this many alerts, deleting the oldest first (default: %(default)s)",
+    )
     add_tls_arguments(parser)
 
 
@@ -105,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             token=tokens,
             actions=actions,
             action_shutdown_seconds=args.action_shutdown_seconds,
+            retention_days=args.retention_days,
+            max_stored_alerts=args.max_stored_alerts,
         )
         config = uvicorn.Config(
             app, host=args.host, port=args.port,

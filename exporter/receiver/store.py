@@ -19,7 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from exporter.errors import StoreError as StoreError  # re-exported: raised here
@@ -27,9 +27,11 @@ from exporter.errors import StoreError as StoreError  # re-exported: raised here
 #: File name of the database inside the receiver's data directory.
 DATABASE_NAME = "alerts.sqlite3"
 #: ``PRAGMA user_version`` of the schema below; a file from a newer receiver is refused.
-SCHEMA_VERSION = 2  # 2 adds the actions table; a version 1 file is upgraded in place
+SCHEMA_VERSION = 2  # 2 adds the actions table and last_seen_at; version 1 is upgraded in place
 #: How long a write waits for another connection (another receiver process) to release the file.
 BUSY_TIMEOUT_SECONDS = 5.0
+#: Alerts deleted per transaction by :meth:`AlertStore.prune`, so a write never waits long.
+_PRUNE_BATCH = 1000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
@@ -45,6 +47,7 @@ CREATE TABLE IF NOT EXISTS alerts (
     group_key TEXT NOT NULL,
     received_at TEXT NOT NULL,
     alert_json TEXT NOT NULL,
+    last_seen_at TEXT,
     UNIQUE (fingerprint, starts_at, status)
 );
 CREATE INDEX IF NOT EXISTS alerts_by_alertname ON alerts (alertname, id);
@@ -117,6 +120,13 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
+def _utc_ago(seconds: float) -> str:
+    """The UTC time ``seconds`` ago, written like :func:`_utc_now` (so strings compare as times)."""
+    return (datetime.now(timezone.utc) - timedelta(seconds=seconds)).isoformat(
+        timespec="microseconds"
+    )
+
+
 class AlertStore:
     """The receiver's SQLite file. Thread-safe: one connection, one lock around each statement."""
 
@@ -170,7 +180,17 @@ class AlertStore:
         # WAL alone syncs at checkpoints only; FULL syncs every commit, which is what makes an
         # acknowledged notification survive a power cut.
         conn.execute("PRAGMA synchronous=FULL")
-        conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}PRAGMA user_version={SCHEMA_VERSION};COMMIT;")
+        conn.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}")
+        try:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(alerts)")}
+            if "last_seen_at" not in columns:  # a version 1 file
+                conn.execute("ALTER TABLE alerts ADD COLUMN last_seen_at TEXT")
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def check_writable(self) -> None:
         """Commit a tiny write; raise :class:`sqlite3.Error` when the file cannot take one."""
@@ -224,6 +244,12 @@ class AlertStore:
                     )
                     alert_id = cursor.lastrowid if cursor.rowcount == 1 else None
                     new.append(alert_id)
+                    if alert_id is None:  # a repeat: still firing, so retention keeps it
+                        conn.execute(
+                            "UPDATE alerts SET last_seen_at = ? "
+                            "WHERE fingerprint = ? AND starts_at = ? AND status = ?",
+                            (received_at, *row[:3]),
+                        )
                     if alert_id is not None and action:
                         conn.execute(
                             "INSERT INTO actions (alert_id, queued_at) VALUES (?, ?)",
@@ -312,6 +338,49 @@ class AlertStore:
                 "UPDATE actions SET done_at = ?, outcome = ? WHERE alert_id = ?",
                 (_utc_now(), outcome, alert_id),
             )
+
+    def prune(self, *, max_age_seconds: float | None, max_alerts: int | None) -> int:
+        """Delete alerts last received more than ``max_age_seconds`` ago and all but the newest
+        ``max_alerts``; an alert whose action is still pending stays. Returns how many went.
+
+        A repeat refreshes an alert's age, so one that keeps firing is kept by age; the count
+        bound removes the oldest first, and if Alertmanager re-sends such an alert it is stored,
+        and acted on, as new. Deletes in batches, each its own transaction.
+        """
+        cutoff = "" if max_age_seconds is None else _utc_ago(max_age_seconds)
+        deleted = 0
+        while True:
+            with self._lock:
+                conn = self._connection
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    beyond = None
+                    if max_alerts is not None:
+                        beyond = conn.execute(
+                            "SELECT id FROM alerts ORDER BY id DESC LIMIT 1 OFFSET ?",
+                            (max_alerts,),
+                        ).fetchone()
+                    ids = [
+                        row[0]
+                        for row in conn.execute(
+                            "SELECT id FROM alerts "
+                            "WHERE (COALESCE(last_seen_at, received_at) < ? OR id <= ?) "
+                            "AND id NOT IN (SELECT alert_id FROM actions WHERE done_at IS NULL) "
+                            "ORDER BY id LIMIT ?",
+                            (cutoff, 0 if beyond is None else beyond[0], _PRUNE_BATCH),
+                        )
+                    ]
+                    marks = ",".join("?" * len(ids))
+                    conn.execute(f"DELETE FROM actions WHERE alert_id IN ({marks})", ids)
+                    conn.execute(f"DELETE FROM alerts WHERE id IN ({marks})", ids)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+            deleted += len(ids)
+            if len(ids) < _PRUNE_BATCH:
+                return deleted
 
     def close(self) -> None:
         with self._lock:
