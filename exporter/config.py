@@ -59,6 +59,19 @@ class ModelSection(_Section):
     #: features the monitor watches (e.g. its length); the model still gets the raw features.
     derive_features: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
     stage: str = "production"
+    #: Features the model cannot predict without: a request lacking one (or sending null) is a
+    #: 422 naming it, counted as ``missing`` input when the feature is watched, instead of a
+    #: model failure (a 500 that feeds the error-ratio alert).
+    required_features: list[str] = Field(default_factory=list)
+
+    @field_validator("required_features")
+    @classmethod
+    def _required(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("required_features must be distinct")
+        if any(not name or len(name) > 256 for name in value):
+            raise ValueError("each required feature is a name of 1 to 256 characters")
+        return value
 
 
 class MonitoringSection(_Section):

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter import cli
 from exporter.config import load_config
 from exporter.server import BodyLimit, build_service, create_app
-from tests.service_fixtures import live_server, stop, write_setup
+from tests.service_fixtures import ROOT, live_server, stop, write_setup
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -252,6 +252,43 @@ def test_generated_json_never_gets_a_5xx(
 def test_generated_bytes_never_get_a_5xx(classification: TestClient, raw: bytes) -> None:
     for path in ("/predict", "/feedback"):
         assert classification.post(path, content=raw).status_code < 500
+
+
+def test_a_missing_required_feature_is_a_422_and_missing_input_not_a_model_failure(
+    tmp_path: Path,
+) -> None:
+    # The fare model raised KeyError without `hour`: a 500, counted as a model error.
+    service = build_service(load_config(ROOT / "examples" / "fare" / "monitor.yml"), tmp_path)
+    trip = {"trip_miles": 3.0, "trip_seconds": 900, "straight_line_km": 4.0, "hour": 8}
+    with TestClient(BodyLimit(create_app(service), 65536)) as client:
+        without_hour = {k: v for k, v in trip.items() if k != "hour"}
+        answer = client.post("/predict", json={"features": without_hour})
+        assert answer.status_code == 422
+        assert answer.json() == {
+            "detail": [
+                {
+                    "field": "features.hour",
+                    "reason": "is required by the model (model.required_features)",
+                }
+            ]
+        }
+        batch = client.post("/predict", json={"instances": [trip, {**trip, "trip_seconds": None}]})
+        assert batch.status_code == 422
+        assert batch.json()["detail"][0]["field"] == "instances.1.trip_seconds"
+        assert client.post("/predict", json={"features": trip}).status_code == 200
+        text = client.get("/metrics").text
+    assert sample(text, "model_input_invalid_total", feature="hour", reason="missing") == 1
+    assert sample(text, "model_input_invalid_total", feature="trip_seconds", reason="missing") == 1
+    assert sample(text, "model_prediction_errors_total") is None
+    assert (
+        sum(
+            s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+            if s.name == "model_predictions_total"
+        )
+        == 1
+    )
 
 
 # -- over real HTTP --------------------------------------------------------------------------------

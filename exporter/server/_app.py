@@ -115,7 +115,8 @@ def create_app(service: Service) -> FastAPI:
 
     # The handlers check the raw JSON themselves; the bodies are documented by hand.
     docs = ServiceDocs(config.model.task, max_batch, service.numeric, service.categorical,
-                       MAX_KEY_LENGTH, MAX_STRING_LENGTH)  # fmt: skip
+                       MAX_KEY_LENGTH, MAX_STRING_LENGTH,
+                       required=config.model.required_features)  # fmt: skip
 
     @app.post(
         "/predict",

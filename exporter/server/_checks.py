@@ -32,6 +32,13 @@ def check_features(service: Service, features: Any, field: str) -> dict[str, Any
             # The row is refused, but the bad value is still data quality the team wants to see.
             service.monitor.count_invalid(name, reason)
             raise RequestError(422, f"{field}.{name}", text)
+    for name in service.config.model.required_features:
+        if features.get(name) is None:
+            # Not the model's failure: it was never asked. Counted where the feature is watched.
+            service.monitor.count_invalid(name, coerce.MISSING)
+            raise RequestError(
+                422, f"{field}.{name}", "is required by the model (model.required_features)"
+            )
     return features
 
 

@@ -11,7 +11,7 @@ whose verdicts the service's checks and the monitor both use.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -97,6 +97,19 @@ def _errors(*codes: tuple[int, str]) -> dict[int | str, dict[str, Any]]:
     return {code: _json(description, _FIELD_ERRORS) for code, description in codes}
 
 
+#: JSON types other than string and null, which any feature the model reads may have.
+_ANY_BUT_STRING = ["number", "boolean", "array", "object"]
+
+
+def _without_null(schema: JsonSchema) -> JsonSchema:
+    """``schema`` with null taken out of its ``type``, for a value that must be there."""
+    kind = schema.get("type")
+    if isinstance(kind, list) and "null" in kind:
+        rest = [k for k in kind if k != "null"]
+        return {**schema, "type": rest[0] if len(rest) == 1 else rest}
+    return schema
+
+
 @dataclass(frozen=True)
 class ServiceDocs:
     """What the request checks of one service depend on: task, limits and watched features."""
@@ -107,9 +120,12 @@ class ServiceDocs:
     categorical: Iterable[str]
     max_key_length: int
     max_string_length: int
+    #: ``model.required_features``: present and not null in every instance.
+    required: Sequence[str] = ()
 
     def features(self) -> JsonSchema:
-        """One instance: watched features are type-checked, any other is passed to the model."""
+        """One instance: watched features are type-checked, any other is passed to the model;
+        a required one must be there and not null."""
         text = {"type": "string", "maxLength": self.max_string_length}
         properties: dict[str, JsonSchema] = {}
         # A number past a double is refused for a numeric feature (it would count as inf).
@@ -125,13 +141,22 @@ class ServiceDocs:
                 "anyOf": categorical,
                 "description": "Categorical feature watched for drift; null counts as missing.",
             }
+        for name in self.required:
+            schema = properties.get(name, {"anyOf": [text, {"type": _ANY_BUT_STRING}]})
+            properties[name] = {
+                "anyOf": [
+                    _without_null(choice)
+                    for choice in schema["anyOf"]
+                    if choice.get("type") != "null"
+                ],
+                "description": "Required by the model (model.required_features); not null.",
+            }
         return {
             "type": "object",
             "properties": properties,
+            **({"required": sorted(self.required)} if self.required else {}),
             "propertyNames": {"maxLength": self.max_key_length},
-            "additionalProperties": {
-                "anyOf": [text, {"type": ["number", "boolean", "null", "array", "object"]}]
-            },
+            "additionalProperties": {"anyOf": [text, {"type": [*_ANY_BUT_STRING, "null"]}]},
         }
 
     @staticmethod
