@@ -28,7 +28,7 @@ from exporter.server._answers import (
     error_answer,
     split_output,
 )
-from exporter.server._body import parse_json
+from exporter.server._body import parse_json_body
 from exporter.server._checks import (
     MAX_KEY_LENGTH,
     MAX_STRING_LENGTH,
@@ -125,7 +125,7 @@ def create_app(service: Service) -> FastAPI:
     )
     async def predict(request: Request) -> Response:
         try:
-            document = parse_json(await request.body())
+            document = await parse_json_body(await request.body())
             if not isinstance(document, dict):
                 raise RequestError(422, "body", f"must be a JSON object, got {json_kind(document)}")
             unknown = sorted(set(document) - {"features", "instances"})
@@ -166,7 +166,7 @@ def create_app(service: Service) -> FastAPI:
     )
     async def feedback(request: Request) -> Response:
         try:
-            document = parse_json(await request.body())
+            document = await parse_json_body(await request.body())
             if isinstance(document, list):
                 if len(document) > max_batch:
                     raise RequestError(413, "body", f"at most {max_batch} outcomes per call")

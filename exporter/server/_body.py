@@ -9,6 +9,7 @@ import json
 import math
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,6 +20,20 @@ from exporter.text import any_lone_surrogate
 MAX_JSON_DEPTH = 32
 #: Longest integer literal accepted: far past a double (309 digits), short of Python's 4300.
 MAX_INTEGER_DIGITS = 400
+
+
+#: Bodies up to this size are parsed on the event loop: a hop to a worker thread costs more than
+#: parsing them. Larger ones are parsed in a thread, where the interpreter's switch interval lets
+#: the loop answer other requests (a health probe, small predictions) while a 1 MiB body of
+#: numbers takes its tenths of a second.
+PARSE_INLINE_BYTES = 64 * 1024
+
+
+async def parse_json_body(body: bytes) -> Any:
+    """:func:`parse_json` for a request handler, off the event loop when ``body`` is large."""
+    if len(body) <= PARSE_INLINE_BYTES:
+        return parse_json(body)
+    return await run_in_threadpool(parse_json, body)
 
 
 def parse_json(body: bytes) -> Any:
