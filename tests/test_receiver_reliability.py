@@ -361,7 +361,8 @@ def _age(data_dir: Path, fingerprint: str, days: float) -> None:
 
 def _record(fingerprint: str) -> AlertRecord:
     return AlertRecord(fingerprint, "2024-05-01T08:00:00.000000+00:00", "firing", None,
-                       "ModelAccuracyDrop", "", "", "", "", "{}")  # fmt: skip
+                       "ModelAccuracyDrop", "", "", "", "",
+                       json.dumps({"fingerprint": fingerprint}))  # fmt: skip
 
 
 def test_retention_deletes_by_age_and_count_but_keeps_repeats_and_pending_actions(tmp_path):
@@ -416,3 +417,35 @@ def test_retention_options_have_stated_defaults_and_bounds():
                 ["--max-stored-alerts", "0"], ["--action-shutdown-seconds", "inf"]):  # fmt: skip
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
+
+
+def test_an_action_that_cannot_be_marked_done_is_not_run_again_by_the_same_process(tmp_path):
+    class ReadOnlyAfterRun(AlertStore):
+        def finish_action(self, alert_id: int, outcome: str) -> None:
+            raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    out = tmp_path / "runs"
+    out.mkdir()
+    script = write_script(tmp_path, "slow_recorder.py", SLOW_RECORDER)
+    action = AlertAction(command=(sys.executable, str(script), str(out), "0"))
+    outcomes: list[str] = []
+    store = ReadOnlyAfterRun.in_directory(tmp_path / "data")
+    runner = ActionRunner({"ModelAccuracyDrop": action}, store,
+                          lambda name, outcome: outcomes.append(outcome),
+                          workers=1, queue_size=1)  # fmt: skip
+    try:
+        store.record([_record(f"fp{i}") for i in range(4)], with_action=[True] * 4)
+        runner.start()  # takes one; the rest waits in the store and is fetched as room appears
+        deadline = time.monotonic() + 20
+        while len(outcomes) < 4 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.5)  # a few idle polls: a second run would come now
+    finally:
+        runner.close()
+        pending = store.pending_actions(10)
+        store.close()
+    assert outcomes == ["success"] * 4
+    assert {name: len(lines) for name, lines in _runs(out).items()} == {
+        f"fp{i}": 1 for i in range(4)
+    }
+    assert len(pending) == 4  # still pending: the next start runs them again

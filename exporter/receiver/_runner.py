@@ -193,8 +193,10 @@ class ActionRunner:
         try:
             self._store.finish_action(pending.alert_id, outcome)
         except sqlite3.Error as exc:
-            # It stays pending: the next start runs it again, with the same idempotency key.
+            # It stays pending, and known here so that this process does not run it again; the
+            # next start does, with the same idempotency key.
             log.error("action for %s could not be marked done: %s", pending.alertname, exc)
+            return
         with self._lock:
             self._known.discard(pending.alert_id)
 
