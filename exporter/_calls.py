@@ -69,6 +69,9 @@ def default_features(*args: Any, **kwargs: Any) -> Mapping[str, Any]:
 
 
 def default_output(result: Any) -> tuple[Any, float | None]:
+    """A model's answer as (prediction, confidence): a ``(prediction, confidence)`` pair, a
+    mapping with ``prediction`` (and ``confidence``), or the prediction alone. The server reads
+    its models' answers with this too."""
     if isinstance(result, tuple) and len(result) == 2:
         return result[0], result[1]
     if isinstance(result, Mapping) and "prediction" in result:

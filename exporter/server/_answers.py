@@ -5,13 +5,13 @@ of each outcome ``/feedback`` records."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 from fastapi.responses import JSONResponse
 
 from exporter import coerce
+from exporter._calls import default_output
 from exporter.errors import ExporterError
 from exporter.outcomes import Resolution
 
@@ -58,12 +58,8 @@ def _jsonable(value: Any) -> Any:
 def split_output(result: Any) -> tuple[Any, Any]:
     """The model's prediction as JSON, and its confidence as the model gave it (the monitor
     judges it, see :func:`answered_confidence`)."""
-    if isinstance(result, tuple) and len(result) == 2:
-        prediction, confidence = result
-    elif isinstance(result, Mapping) and "prediction" in result:
-        prediction, confidence = result["prediction"], result.get("confidence")
-    else:
-        prediction, confidence = result, None
+    # The same reading as ModelMonitor.instrument's, so a model behaves alike in both.
+    prediction, confidence = default_output(result)
     return _jsonable(prediction), confidence
 
 
