@@ -449,3 +449,9 @@ def test_an_action_that_cannot_be_marked_done_is_not_run_again_by_the_same_proce
         f"fp{i}": 1 for i in range(4)
     }
     assert len(pending) == 4  # still pending: the next start runs them again
+
+
+def test_deferred_actions_are_exposed_in_the_receiver_metrics(receiver):
+    metrics = receiver.get("/metrics").text
+    assert "# TYPE model_alert_actions_deferred_total counter" in metrics
+    assert "model_alert_actions_deferred_total 0.0" in metrics
