@@ -217,7 +217,7 @@ class ActionRunner:
             thread.join(max(0.0, self._deadline - time.monotonic()))
         with self._lock:
             running = list(self._running)
-            left = self._queue.qsize() + len(running)
+            left = len(self._known)  # queued, running or in a worker's hand: all pending
         for alert_id in running:
             self._kill(alert_id)
         for thread in self._threads:
