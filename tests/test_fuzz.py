@@ -34,8 +34,8 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from exporter.alert_store import AlertStore
 from exporter.config import load_config
+from exporter.receiver import AlertStore
 from exporter.receiver import create_app as create_receiver
 from exporter.server import BodyLimit, build_service, create_app
 from tests.service_fixtures import live_server, write_setup

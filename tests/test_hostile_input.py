@@ -31,10 +31,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import ModelMonitor, ReferenceProfile
-from exporter.alert_store import AlertStore
 from exporter.config import load_config
 from exporter.metrics import MAX_LABEL_LENGTH, label_value
 from exporter.profile import ProfileError
+from exporter.receiver import AlertStore
 from exporter.receiver import create_app as create_receiver
 from exporter.server import BodyLimit, build_service, create_app
 from tests.binaries import free_port, require_binary

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from tests.service_fixtures import live_server, write_setup
+from tests.test_receiver import receiver_process
 
 #: A request cut short: the headers never end.
 HALF_REQUEST = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
@@ -151,3 +152,16 @@ def test_connections_are_bounded_per_client_and_in_total(tmp_path: Path) -> None
     log = next(tmp_path.glob("serve-*.log")).read_text()
     assert "EMFILE" not in log and "Too many open files" not in log
     assert "over the limits" in log
+
+
+def test_the_receiver_closes_a_request_whose_headers_never_end(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("receiver-token-0123456789abcdef\n")
+    token.chmod(0o600)
+    with receiver_process(tmp_path / "data", token, tmp_path / "receiver.log") as url:
+        with _sockets() as held:
+            half = _connect(url, "127.0.0.2")
+            half.sendall(b"POST /alerts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Le")
+            held.append(half)
+            assert _closed_by_server(half)  # after the default 5 s
+            assert httpx.get(f"{url}/healthz", timeout=10).status_code == 200

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import uvicorn
 
+from exporter.http_guard import ConnectionLimits, guarded_http
 from exporter.receiver._actions import ReceiverConfigError, load_actions
 from exporter.receiver._app import DEFAULT_MAX_STORED_ALERTS, DEFAULT_RETENTION_DAYS, create_app
 from exporter.receiver._runner import DEFAULT_SHUTDOWN_SECONDS
@@ -144,6 +145,9 @@ def run(args: argparse.Namespace) -> int:
         config = uvicorn.Config(
             app, host=args.host, port=args.port,
             ssl_certfile=args.ssl_certfile, ssl_keyfile=args.ssl_keyfile,
+            # A header deadline and connection bounds, as serve has (defaults: 5 s, 1,000 open
+            # connections, 100 per client address; Alertmanager needs a handful).
+            http=guarded_http(ConnectionLimits()),
         )  # fmt: skip
         server = uvicorn.Server(config)
         try:
