@@ -49,7 +49,7 @@ def test_a_second_serve_on_the_same_data_dir_fails_in_one_line_and_touches_nothi
             response = httpx.post(f"{url}/predict", json={"features": {"miles": float(i)}})
             assert response.status_code == 200
         assert _predictions(url) == 20
-        files = sorted(p.name for p in (data).rglob("*") if p.is_file())
+        files = sorted(p.name for p in data.rglob("*") if p.is_file())
 
         # On the running service's own port (the review's case) and on a free one.
         port = urlparse(url).port
@@ -62,7 +62,8 @@ def test_a_second_serve_on_the_same_data_dir_fails_in_one_line_and_touches_nothi
             assert "in use by another model-exporter serve" in result.stderr
             assert str(data) in result.stderr
 
-        assert sorted(p.name for p in (data).rglob("*") if p.is_file()) == files
+        # Nothing was removed (the running workers may have published new window files).
+        assert set(files) <= {p.name for p in data.rglob("*") if p.is_file()}
         assert _predictions(url) == 20
         httpx.post(f"{url}/predict", json={"features": {"miles": 1.0}}).raise_for_status()
         assert _predictions(url) == 21
