@@ -430,6 +430,10 @@ def _interrupt_on_sigterm(signum: int, frame: object) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # A shell starts a background job (`make demo &`, a CI script) with SIGINT ignored, and
+    # Python keeps it ignored: asyncio then installs no Ctrl-C handler, the SIGINT that SIGTERM
+    # is turned into reaches no one, and the traffic ran on until its duration ended.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     # `kill -USR1 PID` prints where every thread is: for a demo that does not stop.
     faulthandler.register(signal.SIGUSR1, all_threads=True)
