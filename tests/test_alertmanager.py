@@ -13,6 +13,7 @@ import json
 import re
 import socketserver
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -32,6 +33,8 @@ from tests.binaries import free_port, require_binary, terminate, wait_until_read
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIG = REPO / "alertmanager" / "alertmanager.yml"
+SUBTREE = REPO / "alertmanager" / "model-exporter.yml"
+COMPONENT = 'component="model-exporter"'
 ROUTE_CASES = REPO / "alertmanager" / "tests" / "routes.yml"
 TEMPLATES = REPO / "alertmanager" / "templates"
 SECRETS_DIR = "/etc/alertmanager/secrets/"
@@ -107,6 +110,36 @@ def test_every_template_the_config_uses_is_defined() -> None:
     used = set(re.findall(r'template "([^"]+)"', CONFIG.read_text(encoding="utf-8")))
     assert used, "the receivers use no template"
     assert used <= defined, f"templates used but not defined: {sorted(used - defined)}"
+
+
+def test_the_complete_config_is_the_subtree_under_a_root_route() -> None:
+    # alertmanager.yml is written by scripts/build_alertmanager.py from model-exporter.yml, the
+    # part a user pastes into their own config; the demo and compose run the complete one.
+    build = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "build_alertmanager.py"), "--check"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    complete, subtree = _load_yaml(CONFIG), _load_yaml(SUBTREE)
+    assert complete["route"]["routes"] == [subtree["route"]]
+    assert complete["inhibit_rules"] == subtree["inhibit_rules"]
+    assert complete["receivers"][1:] == subtree["receivers"]
+    assert complete["receivers"][0] == {"name": "default"}
+
+
+def test_the_subtree_acts_only_on_this_projects_alerts() -> None:
+    subtree = _load_yaml(SUBTREE)
+    assert subtree["route"]["matchers"] == [COMPONENT]
+    assert "continue" not in subtree["route"]
+    for rule in subtree["inhibit_rules"]:
+        assert COMPONENT in rule["source_matchers"] and COMPONENT in rule["target_matchers"]
+    assert all(r["name"].startswith("model-exporter-") for r in subtree["receivers"])
+    # Every alert the project ships carries the label the subtree matches.
+    groups = _load_yaml(REPO / "prometheus" / "rules" / "alerts.yml")["groups"]
+    alerts = [rule for group in groups for rule in group["rules"] if "alert" in rule]
+    assert alerts
+    unlabelled = [a["alert"] for a in alerts if a["labels"].get("component") != "model-exporter"]
+    assert unlabelled == []
 
 
 def test_route_cases_cover_every_receiver_and_severity() -> None:
@@ -364,7 +397,13 @@ def alertmanager(
 
 
 def _alert(alertname: str, severity: str, model: str, value: str, **extra: str) -> dict[str, Any]:
-    labels = {"alertname": alertname, "severity": severity, "model": model, **extra}
+    labels = {
+        "alertname": alertname,
+        "severity": severity,
+        "model": model,
+        "component": "model-exporter",
+        **extra,
+    }
     subject = f"{extra['feature']} of model {model}" if "feature" in extra else f"model {model}"
     return {
         "labels": labels,
@@ -374,6 +413,14 @@ def _alert(alertname: str, severity: str, model: str, value: str, **extra: str) 
             "runbook_url": f"https://runbooks.example.com/model-exporter/{alertname}",
             "dashboard_url": f"http://localhost:3000/d/model-overview?var-model={model}",
         },
+    }
+
+
+def _foreign_alert(alertname: str, severity: str, instance: str) -> dict[str, Any]:
+    """Another team's alert in the same Alertmanager: no component="model-exporter"."""
+    return {
+        "labels": {"alertname": alertname, "severity": severity, "instance": instance},
+        "annotations": {"summary": f"{alertname} on {instance}"},
     }
 
 
@@ -441,7 +488,15 @@ def test_live_routing_inhibition_and_templates(
     churn_mae = _alert("ModelMAEHigh", "critical", "churn", "6.2", version="7")
     # The same alert for another model: not inhibited (equal: [model]).
     fare_mae = _alert("ModelMAEHigh", "warning", "fare", "4.1", version="4")
+    # Another team's critical and warning of one alertname on two nodes: with inhibition matching
+    # on alertname, model and feature alone (all equal or absent here), the critical of node-a hid
+    # the warning of node-b. Neither is this project's: not inhibited, and notified to none of its
+    # receivers (the root's default receiver has no integration in this config).
+    node_a = _foreign_alert("NodeFilesystemSpaceFillingUp", "critical", "node-a")
+    node_b = _foreign_alert("NodeFilesystemSpaceFillingUp", "warning", "node-b")
     alerts = [
+        node_a,
+        node_b,
         error_ratio,
         drift_critical,
         drift_warning,
@@ -505,6 +560,8 @@ def test_live_routing_inhibition_and_templates(
 
     groups = _groups(capture_server.bodies("/alerts"))
     assert set(groups) == set(expected_webhook_groups), "churn's MAE alert must not be notified"
+    assert not [m for m in capture_server.bodies("/slack") if "NodeFilesystem" in str(m)]
+    assert not [raw for raw in smtp_server.messages if b"NodeFilesystem" in raw]
     for group, expected in expected_webhook_groups.items():
         assert len(groups[group]) == 1, f"{group} notified more than once"
         notified = groups[group][0]["alerts"]
@@ -514,7 +571,7 @@ def test_live_routing_inhibition_and_templates(
     payload = groups[("ModelHighErrorRatio", "fare")][0]
     assert payload["version"] == "4"
     assert payload["status"] == "firing"
-    assert payload["receiver"] == "webhook"
+    assert payload["receiver"] == "model-exporter-webhook"
     assert payload["groupLabels"] == {"alertname": "ModelHighErrorRatio", "model": "fare"}
     assert payload["commonLabels"] == error_ratio["labels"]
     assert payload["commonAnnotations"] == error_ratio["annotations"]

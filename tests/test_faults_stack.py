@@ -183,7 +183,12 @@ def webhook_alert(
 ) -> dict[str, Any]:
     """An alert as Prometheus posts it to Alertmanager; with ``ends_at`` in the past, resolved."""
     alert: dict[str, Any] = {
-        "labels": {"alertname": alertname, "model": model, "severity": "info"},
+        "labels": {
+            "alertname": alertname,
+            "model": model,
+            "severity": "info",
+            "component": "model-exporter",
+        },
         "annotations": {"summary": f"{alertname}: a fault test alert"},
         "startsAt": starts_at.isoformat(),
     }

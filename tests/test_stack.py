@@ -272,7 +272,7 @@ def test_drift_mae_and_error_ratio_alerts_reach_the_receiver(scenario: Scenario)
         assert labels["severity"] == severity
         assert labels["model"] == FARE
         # Stored as Alertmanager delivered it: through the webhook receiver, in a group.
-        assert alert["receiver"] == "webhook"
+        assert alert["receiver"] == "model-exporter-webhook"
         assert alert["groupKey"]
         assert alert["fingerprint"]
         assert alert["id"] >= 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -99,6 +100,16 @@ def alertmanager_config(root: Path, receiver_url: str, token_file: Path) -> dict
                     },
                 }
             ]
-    route = config["route"]
-    route["group_wait"], route["group_interval"] = "10s", "30s"
+    _shorten_group_timers(config["route"])
     return dict(config)
+
+
+def _shorten_group_timers(route: dict[str, Any], *, root: bool = True) -> None:
+    """The demo's group timers (10 s wait, 30 s interval) on the root route and on every route
+    that sets its own (the model-exporter subtree does), so a demo's alert is notified within
+    seconds rather than after the production timers."""
+    for key, value in (("group_wait", "10s"), ("group_interval", "30s")):
+        if root or key in route:
+            route[key] = value
+    for child in route.get("routes", []):
+        _shorten_group_timers(child, root=False)
