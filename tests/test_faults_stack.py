@@ -146,7 +146,9 @@ def alert_group(alertname: str, models: Sequence[str], hold: str) -> dict[str, A
         "alert": alertname,
         "expr": expr,
         "for": hold,
-        "labels": {"severity": "info"},
+        # component: the label every alert of the project carries, which alertmanager.yml's
+        # model-exporter route matches (an alert without it goes to the site's default receiver).
+        "labels": {"severity": "info", "component": "model-exporter"},
         "annotations": {"summary": f"{alertname}: a fault test alert"},
     }
     return {"name": alertname, "rules": [rule]}
