@@ -139,10 +139,12 @@ class ServiceSection(_Section):
     #: A request's headers must be complete this many seconds after its connection opens (or its
     #: first byte arrives): a client that sends half a request and stops is closed then.
     header_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
-    #: Open connections per server process, in total and from one client address (0: no bound
-    #: per client; behind a proxy or load balancer all requests come from its few addresses).
+    #: Open connections per server process, in total and from one client address. The bound per
+    #: client is off (0) by default: behind an ingress or a load balancer every request comes from
+    #: its few addresses, and an nginx ingress alone keeps up to 320 idle connections per worker
+    #: to an upstream. Set it when clients reach the service directly.
     max_connections: int = Field(default=1000, ge=1)
-    max_connections_per_client: int = Field(default=100, ge=0)
+    max_connections_per_client: int = Field(default=0, ge=0)
     auth: AuthSection = Field(default_factory=AuthSection)
 
 
