@@ -144,7 +144,9 @@ def _parse_selector(selector: str) -> list[tuple[str, str, str]]:
 
 def _split_matchers(selector: str) -> list[str]:
     """Split on commas outside quoted values."""
-    parts, current, quoted, escaped = [], [], False, False
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
     for char in selector:
         if escaped:
             escaped = False
