@@ -27,7 +27,7 @@ def artefacts(settings: Settings) -> dict[str, str]:
 
 
 def differing(root: Path, settings: Settings) -> list[str]:
-    """Paths under ``root`` whose content is not what the generator produces (or that are missing)."""
+    """Paths under ``root`` that are missing or differ from what the generator produces."""
     stale = []
     for path, text in sorted(artefacts(settings).items()):
         target = root / path
