@@ -1,0 +1,642 @@
+"""The drift dashboard's rows.
+
+Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboards.py).
+"""
+
+from __future__ import annotations
+
+from exporter.mixin.panels import (
+    Json,
+    barchart,
+    bargauge,
+    merge,
+    organize,
+    row,
+    sort_by,
+    table,
+    target,
+    threshold_series,
+    timeseries,
+)
+from exporter.mixin.settings import Settings
+
+
+def rows(settings: Settings) -> list[Json]:
+    return [
+        row(
+            "Fleet-wide drift (every replica and version, recording rules)",
+            [
+                timeseries(
+                    "PSI per feature, last hour",
+                    (
+                        "Population stability index of each feature's last hour against its "
+                        "reference bins, from bin counters summed over every replica, shares "
+                        "clamped at 1e-4 (model_feature:model_feature_psi:1h). All versions: "
+                        "bins come from the reference profile. Orange from 0.1, red from 0.25."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_psi:1h{@, feature=~"$feature"}',
+                            "{{feature}}",
+                        )
+                    ],
+                    w=9,
+                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                ),
+                timeseries(
+                    "PSI per feature, last day",
+                    (
+                        "Population stability index of each feature's last day against its "
+                        "reference bins (model_feature:model_feature_psi:1d): slower, catches "
+                        "drift that builds up over hours."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_psi:1d{@, feature=~"$feature"}',
+                            "{{feature}}",
+                        )
+                    ],
+                    w=9,
+                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                ),
+                bargauge(
+                    "PSI now",
+                    (
+                        "Latest fleet-wide PSI per feature over the last hour and the last "
+                        "day, worst first by colour: orange from 0.1, red from 0.25."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_psi:1h{@, feature=~"$feature"}',
+                            "{{feature}} 1h",
+                            instant=True,
+                        ),
+                        target(
+                            'model_feature:model_feature_psi:1d{@, feature=~"$feature"}',
+                            "{{feature}} 1d",
+                            instant=True,
+                        ),
+                    ],
+                    w=6,
+                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                ),
+                timeseries(
+                    "Mean shift (z-score), last hour",
+                    (
+                        "|mean over the last hour − reference mean| / reference std per "
+                        "numeric feature, from value-sum counters summed over every replica "
+                        "(model_feature:model_feature_zscore:1h). Orange from 1.5, red from 2."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_zscore:1h{@, feature=~"$feature"}',
+                            "{{feature}}",
+                        )
+                    ],
+                    w=12,
+                    steps=(("green", None), ("orange", 1.5), ("red", 2.0)),
+                ),
+                table(
+                    "Drift thresholds of this model",
+                    (
+                        "Drift thresholds the model's config sets (model_alert_threshold). "
+                        "Where a key is missing the alert rules use the defaults: psi_warning "
+                        "0.1, psi_critical 0.25, zscore_warning 1.5, zscore_critical 2.0, "
+                        "output_psi 0.25."
+                    ),
+                    [
+                        target(
+                            (
+                                "max by (@fleet, version, alert) (model_alert_threshold{@, alert=~"
+                                '"psi_warning|psi_critical|zscore_warning|zscore_critical|'
+                                'output_psi|min_samples"})'
+                            ),
+                            instant=True,
+                            table=True,
+                        )
+                    ],
+                    w=12,
+                    transformations=[organize(rename={"Value": "threshold"})],
+                ),
+            ],
+        ),
+        row(
+            "Current vs reference bins",
+            [
+                barchart(
+                    "Bin shares: $feature",
+                    (
+                        "Share of the feature's values in each reference bin over the last "
+                        "hour and day, summed over every replica, next to the reference share "
+                        "(model_feature_bin:model_feature_bin:share1h / share1d and "
+                        "model_feature_bin:model_feature_reference_ratio:dedup). Numeric bins "
+                        "are 00, 01, … in value order; categorical bins are the categories and "
+                        "__other__. One chart per selected feature."
+                    ),
+                    [
+                        target(
+                            'model_feature_bin:model_feature_bin:share1h{@, feature=~"$feature"}',
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            'model_feature_bin:model_feature_bin:share1d{@, feature=~"$feature"}',
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            (
+                                "model_feature_bin:model_feature_reference_ratio:dedup{@, "
+                                'feature=~"$feature"}'
+                            ),
+                            instant=True,
+                            table=True,
+                        ),
+                    ],
+                    unit="percentunit",
+                    w=12,
+                    h=9,
+                    x_field="bin",
+                    repeat="feature",
+                    transformations=[
+                        merge(),
+                        organize(
+                            exclude=["Time", "__name__", "model", "feature"],
+                            rename={
+                                "Value #A": "current (1h)",
+                                "Value #B": "current (1d)",
+                                "Value #C": "reference",
+                            },
+                        ),
+                        sort_by("bin", desc=False),
+                    ],
+                ),
+            ],
+        ),
+        row(
+            "Per-process drift ($window window)",
+            [
+                timeseries(
+                    "PSI per process",
+                    (
+                        "PSI computed inside each process over its $window window "
+                        "(model_feature_psi). Absent until the window holds min_samples "
+                        "values; with several replicas, read the fleet-wide PSI above."
+                    ),
+                    [
+                        target(
+                            'model_feature_psi{@, feature=~"$feature", window=~"$window"}',
+                            "{{feature}} {{window}} {{instance}}",
+                        )
+                    ],
+                    w=8,
+                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                ),
+                timeseries(
+                    "KS statistic per process",
+                    (
+                        "Two-sample Kolmogorov-Smirnov statistic of each numeric feature, "
+                        "window sample vs reference sample, per process "
+                        "(model_feature_ks_statistic)."
+                    ),
+                    [
+                        target(
+                            'model_feature_ks_statistic{@, feature=~"$feature", window=~"$window"}',
+                            "{{feature}} {{window}} {{instance}}",
+                        )
+                    ],
+                    w=8,
+                    max=1,
+                ),
+                timeseries(
+                    "KS p-value per process",
+                    (
+                        "Asymptotic p-value of the KS test per process "
+                        "(model_feature_ks_pvalue), log scale. Below 0.05 (red) the window and "
+                        "the reference are unlikely to share a distribution; with large "
+                        "windows tiny shifts are significant, so read it with the KS statistic."
+                    ),
+                    [
+                        target(
+                            'model_feature_ks_pvalue{@, feature=~"$feature", window=~"$window"}',
+                            "{{feature}} {{window}} {{instance}}",
+                        )
+                    ],
+                    w=8,
+                    min=None,
+                    steps=(("red", None), ("green", 0.05)),
+                    log_scale=True,
+                ),
+                timeseries(
+                    "z-score per process",
+                    (
+                        "|window mean − reference mean| / reference std per numeric feature, "
+                        "per process (model_feature_zscore). Orange from 1.5, red from 2."
+                    ),
+                    [
+                        target(
+                            'model_feature_zscore{@, feature=~"$feature", window=~"$window"}',
+                            "{{feature}} {{window}} {{instance}}",
+                        )
+                    ],
+                    w=8,
+                    steps=(("green", None), ("orange", 1.5), ("red", 2.0)),
+                ),
+                timeseries(
+                    "Window samples",
+                    (
+                        "Valid values each process holds in the window "
+                        "(model_feature_window_samples). Below min_samples (the dashed line: "
+                        "the model's monitoring.min_samples, or thresholds.min_samples when "
+                        "the config sets it) the drift statistics are absent, not zero."
+                    ),
+                    [
+                        target(
+                            (
+                                'model_feature_window_samples{@, feature=~"$feature", '
+                                'window=~"$window"}'
+                            ),
+                            "{{feature}} {{window}} {{instance}}",
+                        ),
+                        target(
+                            (
+                                "max(model_alert:model_alert_threshold:effective{@, "
+                                'alert="min_samples"})'
+                            ),
+                            "min_samples",
+                        ),
+                    ],
+                    w=8,
+                    steps=(("red", None), ("transparent", 100)),
+                    overrides=[threshold_series("B")],
+                ),
+                table(
+                    "Drift statistics now",
+                    (
+                        "Latest per-process statistics per feature and window: PSI, KS "
+                        "statistic, KS p-value, z-score and window samples. Empty cells: the "
+                        "window is below min_samples, or the statistic does not apply (KS and "
+                        "z for categorical features)."
+                    ),
+                    [
+                        target(
+                            'model_feature_psi{@, feature=~"$feature", window=~"$window"}',
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            'model_feature_ks_statistic{@, feature=~"$feature", window=~"$window"}',
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            'model_feature_ks_pvalue{@, feature=~"$feature", window=~"$window"}',
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            'model_feature_zscore{@, feature=~"$feature", window=~"$window"}',
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            (
+                                'model_feature_window_samples{@, feature=~"$feature", '
+                                'window=~"$window"}'
+                            ),
+                            instant=True,
+                            table=True,
+                        ),
+                    ],
+                    w=8,
+                    decimals=3,
+                    transformations=[
+                        merge(),
+                        organize(
+                            exclude=["Time", "__name__", "model", "job"],
+                            rename={
+                                "Value #A": "PSI",
+                                "Value #B": "KS statistic",
+                                "Value #C": "KS p-value",
+                                "Value #D": "z-score",
+                                "Value #E": "samples",
+                            },
+                        ),
+                        sort_by("PSI", desc=True),
+                    ],
+                ),
+            ],
+        ),
+        row(
+            "Output drift (the prediction's distribution)",
+            [
+                timeseries(
+                    "Output PSI (fleet-wide)",
+                    (
+                        "PSI of the model's output against the reference predictions over the "
+                        "last hour and day (model_feature:model_feature_psi:1h / 1d with "
+                        'feature="__prediction__"). Red from 0.25, the default of '
+                        "ModelOutputDrift."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_psi:1h{@, feature="__prediction__"}', "1h"
+                        ),
+                        target(
+                            'model_feature:model_feature_psi:1d{@, feature="__prediction__"}', "1d"
+                        ),
+                    ],
+                    w=8,
+                    h=9,
+                    steps=(("green", None), ("red", 0.25)),
+                ),
+                barchart(
+                    "Output bins: current vs reference",
+                    (
+                        "Share of predictions per output bin (classes for a classifier, value "
+                        "bins for a regressor) over the last hour and day, next to the "
+                        "reference predictions."
+                    ),
+                    [
+                        target(
+                            (
+                                "model_feature_bin:model_feature_bin:share1h{@, "
+                                'feature="__prediction__"}'
+                            ),
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            (
+                                "model_feature_bin:model_feature_bin:share1d{@, "
+                                'feature="__prediction__"}'
+                            ),
+                            instant=True,
+                            table=True,
+                        ),
+                        target(
+                            (
+                                "model_feature_bin:model_feature_reference_ratio:dedup{@, "
+                                'feature="__prediction__"}'
+                            ),
+                            instant=True,
+                            table=True,
+                        ),
+                    ],
+                    unit="percentunit",
+                    w=8,
+                    h=9,
+                    x_field="bin",
+                    transformations=[
+                        merge(),
+                        organize(
+                            exclude=["Time", "__name__", "model", "feature"],
+                            rename={
+                                "Value #A": "current (1h)",
+                                "Value #B": "current (1d)",
+                                "Value #C": "reference",
+                            },
+                        ),
+                        sort_by("bin", desc=False),
+                    ],
+                ),
+                timeseries(
+                    "Output drift per process",
+                    (
+                        "Per-process PSI and KS statistic of the prediction over the $window "
+                        "window (model_feature_psi, model_feature_ks_statistic with "
+                        'feature="__prediction__"), and the fleet-wide mean shift of a '
+                        "regressor's output (model_feature:model_feature_zscore:1h)."
+                    ),
+                    [
+                        target(
+                            'model_feature_psi{@, feature="__prediction__", window=~"$window"}',
+                            "PSI {{window}} {{instance}}",
+                        ),
+                        target(
+                            (
+                                'model_feature_ks_statistic{@, feature="__prediction__", '
+                                'window=~"$window"}'
+                            ),
+                            "KS {{window}} {{instance}}",
+                        ),
+                        target(
+                            'model_feature:model_feature_zscore:1h{@, feature="__prediction__"}',
+                            "z-score 1h (fleet)",
+                        ),
+                    ],
+                    w=8,
+                    h=9,
+                ),
+                timeseries(
+                    "Valid values per hour, by feature",
+                    (
+                        "How many valid values each feature had in the last hour across all "
+                        "replicas: the sample size behind the fleet PSI and z-score (the drift "
+                        "alerts need at least 30 values in a window and a significant G-test)."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_bin:increase1h{@, feature=~"$feature"}',
+                            "{{feature}}",
+                        )
+                    ],
+                    w=24,
+                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                ),
+            ],
+        ),
+        row(
+            "What the drift alerts compare",
+            [
+                timeseries(
+                    "PSI per alert window",
+                    (
+                        "Fleet-wide PSI over 2m, 15m, 1h, 6h and 1d "
+                        "(model_feature:model_feature_psi:*). Small windows read high by noise "
+                        "alone: the alert compares the excess (next panel)."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_psi:2m{@, feature=~"$feature"}',
+                            "{{feature}} 2m",
+                        ),
+                        target(
+                            'model_feature:model_feature_psi:15m{@, feature=~"$feature"}',
+                            "{{feature}} 15m",
+                        ),
+                        target(
+                            'model_feature:model_feature_psi:1h{@, feature=~"$feature"}',
+                            "{{feature}} 1h",
+                        ),
+                        target(
+                            'model_feature:model_feature_psi:6h{@, feature=~"$feature"}',
+                            "{{feature}} 6h",
+                        ),
+                        target(
+                            'model_feature:model_feature_psi:1d{@, feature=~"$feature"}',
+                            "{{feature}} 1d",
+                        ),
+                    ],
+                    w=8,
+                ),
+                timeseries(
+                    "PSI beyond noise per alert window",
+                    (
+                        "PSI minus (bins − 1) / n, its value under no drift "
+                        "(model_feature:model_feature_psi_excess:*), only over 30 values. "
+                        "ModelFeatureDriftPSI compares it with psi_warning and psi_critical."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_psi_excess:2m{@, feature=~"$feature"}',
+                            "{{feature}} 2m",
+                        ),
+                        target(
+                            'model_feature:model_feature_psi_excess:15m{@, feature=~"$feature"}',
+                            "{{feature}} 15m",
+                        ),
+                        target(
+                            'model_feature:model_feature_psi_excess:1h{@, feature=~"$feature"}',
+                            "{{feature}} 1h",
+                        ),
+                        target(
+                            'model_feature:model_feature_psi_excess:6h{@, feature=~"$feature"}',
+                            "{{feature}} 6h",
+                        ),
+                        target(
+                            (
+                                "max by (alert) (model_alert:model_alert_threshold:effective{@, "
+                                'alert=~"psi_warning|psi_critical"})'
+                            ),
+                            "threshold {{alert}}",
+                        ),
+                    ],
+                    w=8,
+                ),
+                timeseries(
+                    "G statistic per alert window and its critical value",
+                    (
+                        "Williams-corrected G (model_feature:model_feature_g:*): chi-square "
+                        "with bins − 1 degrees of freedom under no drift. A PSI alert also "
+                        "needs G above the critical value at 1e-5 "
+                        "(model_feature:model_feature_g:critical), so noise alone cannot raise "
+                        "it."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_g:2m{@, feature=~"$feature"}',
+                            "{{feature}} 2m",
+                        ),
+                        target(
+                            'model_feature:model_feature_g:15m{@, feature=~"$feature"}',
+                            "{{feature}} 15m",
+                        ),
+                        target(
+                            'model_feature:model_feature_g:1h{@, feature=~"$feature"}',
+                            "{{feature}} 1h",
+                        ),
+                        target(
+                            'model_feature:model_feature_g:6h{@, feature=~"$feature"}',
+                            "{{feature}} 6h",
+                        ),
+                        target(
+                            'model_feature:model_feature_g:critical{@, feature=~"$feature"}',
+                            "{{feature}} critical",
+                        ),
+                    ],
+                    w=8,
+                ),
+                timeseries(
+                    "Mean shift (z-score) per alert window",
+                    (
+                        "|window mean − expected mean| / reference std over 2m, 15m, 1h and 6h "
+                        "(model_feature:model_feature_zscore:*)."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_zscore:2m{@, feature=~"$feature"}',
+                            "{{feature}} 2m",
+                        ),
+                        target(
+                            'model_feature:model_feature_zscore:15m{@, feature=~"$feature"}',
+                            "{{feature}} 15m",
+                        ),
+                        target(
+                            'model_feature:model_feature_zscore:1h{@, feature=~"$feature"}',
+                            "{{feature}} 1h",
+                        ),
+                        target(
+                            'model_feature:model_feature_zscore:6h{@, feature=~"$feature"}',
+                            "{{feature}} 6h",
+                        ),
+                    ],
+                    w=8,
+                ),
+                timeseries(
+                    "Mean shift beyond noise per alert window",
+                    (
+                        "z-score minus 4.265 / √n, what noise reaches once in 100,000 windows "
+                        "(model_feature:model_feature_zscore_excess:*), only over 30 values. "
+                        "ModelFeatureMeanShift compares it with zscore_warning and "
+                        "zscore_critical."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_zscore_excess:2m{@, feature=~"$feature"}',
+                            "{{feature}} 2m",
+                        ),
+                        target(
+                            'model_feature:model_feature_zscore_excess:15m{@, feature=~"$feature"}',
+                            "{{feature}} 15m",
+                        ),
+                        target(
+                            'model_feature:model_feature_zscore_excess:1h{@, feature=~"$feature"}',
+                            "{{feature}} 1h",
+                        ),
+                        target(
+                            'model_feature:model_feature_zscore_excess:6h{@, feature=~"$feature"}',
+                            "{{feature}} 6h",
+                        ),
+                        target(
+                            (
+                                "max by (alert) (model_alert:model_alert_threshold:effective{@, "
+                                'alert=~"zscore_warning|zscore_critical"})'
+                            ),
+                            "threshold {{alert}}",
+                        ),
+                    ],
+                    w=8,
+                ),
+                timeseries(
+                    "Values per drift window (n)",
+                    (
+                        "Valid values in each window, summed over every replica "
+                        "(model_feature:model_feature_bin:increase2m, 15m, 1h, 6h). A window "
+                        "speaks from 30 values; a long window is confirmed by the last 15 "
+                        "minutes when they hold 200 values, else by the last hour."
+                    ),
+                    [
+                        target(
+                            'model_feature:model_feature_bin:increase2m{@, feature=~"$feature"}',
+                            "{{feature}} 2m",
+                        ),
+                        target(
+                            'model_feature:model_feature_bin:increase15m{@, feature=~"$feature"}',
+                            "{{feature}} 15m",
+                        ),
+                        target(
+                            'model_feature:model_feature_bin:increase1h{@, feature=~"$feature"}',
+                            "{{feature}} 1h",
+                        ),
+                        target(
+                            'model_feature:model_feature_bin:increase6h{@, feature=~"$feature"}',
+                            "{{feature}} 6h",
+                        ),
+                    ],
+                    w=8,
+                ),
+            ],
+            collapsed=True,
+        ),
+    ]

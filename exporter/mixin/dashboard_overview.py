@@ -1,0 +1,553 @@
+"""The overview dashboard's rows.
+
+Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboards.py).
+"""
+
+from __future__ import annotations
+
+from exporter.mixin.panels import (
+    Json,
+    heatmap,
+    organize,
+    piechart,
+    row,
+    sort_by,
+    stat,
+    table,
+    target,
+    threshold_series,
+    timeseries,
+)
+from exporter.mixin.settings import Settings
+
+
+def rows(settings: Settings) -> list[Json]:
+    return [
+        row(
+            "Now",
+            [
+                stat(
+                    "Predictions per second (5m)",
+                    (
+                        "Successful predictions per second over the last 5 minutes, summed "
+                        "over every replica and the selected versions "
+                        "(model:model_predictions:rate5m)."
+                    ),
+                    [target("sum(model:model_predictions:rate5m{@})", "predictions/s")],
+                    unit="reqps",
+                    w=4,
+                ),
+                stat(
+                    "Error ratio (5m)",
+                    (
+                        "Failed predictions / all prediction attempts over the last 5 minutes, "
+                        "for the selected versions together (from "
+                        "model:model_prediction_errors:rate5m and "
+                        "model:model_predictions:rate5m). Red from 5%, the default of "
+                        "ModelHighErrorRatio."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum(model:model_prediction_errors:rate5m{@}) / "
+                                "(sum(model:model_prediction_errors:rate5m{@}) + "
+                                "sum(model:model_predictions:rate5m{@}))"
+                            ),
+                            "error ratio",
+                        )
+                    ],
+                    unit="percentunit",
+                    w=4,
+                    decimals=2,
+                    steps=(("green", None), ("red", 0.05)),
+                ),
+                stat(
+                    "Latency p95 (5m)",
+                    (
+                        "95th percentile inference latency over 5 minutes per version, from "
+                        "latency buckets summed over every replica "
+                        "(model:model_prediction_duration_seconds:p95_5m). Red from 0.5 s, the "
+                        "default of ModelHighLatencyP95."
+                    ),
+                    [target("model:model_prediction_duration_seconds:p95_5m{@}", "{{version}}")],
+                    unit="s",
+                    w=4,
+                    steps=(("green", None), ("red", 0.5)),
+                ),
+                stat(
+                    "Mean confidence (5m)",
+                    (
+                        "Mean confidence of the predicted class over 5 minutes per version "
+                        "(model:model_prediction_confidence:mean5m). No data for models "
+                        "without a confidence, such as regressors."
+                    ),
+                    [target("model:model_prediction_confidence:mean5m{@}", "{{version}}")],
+                    unit="percentunit",
+                    w=4,
+                    min=0,
+                    max=1,
+                ),
+                stat(
+                    "Low-confidence share (5m)",
+                    (
+                        "Share of predictions with confidence below 0.5, of those with a "
+                        "confidence, over 5 minutes "
+                        "(model:model_predictions_low_confidence:share5m). Orange from 30%, "
+                        "the default of ModelLowConfidence."
+                    ),
+                    [target("model:model_predictions_low_confidence:share5m{@}", "{{version}}")],
+                    unit="percentunit",
+                    w=4,
+                    steps=(("green", None), ("orange", 0.3)),
+                ),
+                stat(
+                    "Invalid input ratio (5m)",
+                    (
+                        "Invalid input values / all input values over 5 minutes "
+                        "(model:model_input_invalid:ratio5m). Orange from 5%, the default of "
+                        "ModelInvalidInput."
+                    ),
+                    [target("model:model_input_invalid:ratio5m{@}", "{{version}}")],
+                    unit="percentunit",
+                    w=4,
+                    steps=(("green", None), ("orange", 0.05)),
+                ),
+            ],
+        ),
+        row(
+            "Traffic and errors",
+            [
+                timeseries(
+                    "Predictions per second by version",
+                    (
+                        "Successful predictions per second by version, summed over every "
+                        "replica (model:model_predictions:rate5m). A version switch shows as "
+                        "one line handing over to the next."
+                    ),
+                    [target("model:model_predictions:rate5m{@}", "{{version}}")],
+                    unit="reqps",
+                    w=8,
+                ),
+                timeseries(
+                    "Error ratio by version",
+                    (
+                        "Failed predictions / all attempts per version over 5 minutes "
+                        "(model:model_prediction_error_ratio:rate5m). The dashed line is the "
+                        "default alert threshold (5%); a red dashed series is the model's own "
+                        "`error_ratio` threshold when its config sets one."
+                    ),
+                    [
+                        target("model:model_prediction_error_ratio:rate5m{@}", "{{version}}"),
+                        target(
+                            'max by (version) (model_alert_threshold{@, alert="error_ratio"})',
+                            "threshold {{version}}",
+                        ),
+                    ],
+                    unit="percentunit",
+                    w=8,
+                    steps=(("green", None), ("red", 0.05)),
+                    overrides=[threshold_series("B")],
+                ),
+                timeseries(
+                    "Errors per second by exception",
+                    (
+                        "Failed predictions per second by exception class (the 20 most "
+                        "frequent kinds, then __other__), summed over the selected instances. "
+                        "The total is model:model_prediction_errors:rate5m; this breakdown "
+                        "needs the raw counter."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (version, error) "
+                                "(rate(model_prediction_errors_total{@}[$__rate_interval]))"
+                            ),
+                            "{{error}} ({{version}})",
+                        )
+                    ],
+                    unit="reqps",
+                    w=8,
+                    stacked=True,
+                ),
+            ],
+        ),
+        row(
+            "Latency",
+            [
+                timeseries(
+                    "Latency p50 / p95 / p99",
+                    (
+                        "Inference latency quantiles over 5 minutes per version, from buckets "
+                        "summed over every replica "
+                        "(model:model_prediction_duration_seconds:p50_5m / p95_5m / p99_5m). "
+                        "The dashed line is the default p95 alert threshold (0.5 s); a red "
+                        "dashed series is the model's own `latency_p95_seconds` when set."
+                    ),
+                    [
+                        target(
+                            "model:model_prediction_duration_seconds:p50_5m{@}", "p50 {{version}}"
+                        ),
+                        target(
+                            "model:model_prediction_duration_seconds:p95_5m{@}", "p95 {{version}}"
+                        ),
+                        target(
+                            "model:model_prediction_duration_seconds:p99_5m{@}", "p99 {{version}}"
+                        ),
+                        target(
+                            (
+                                "max by (version) (model_alert_threshold{@, "
+                                'alert="latency_p95_seconds"})'
+                            ),
+                            "p95 threshold {{version}}",
+                        ),
+                    ],
+                    unit="s",
+                    w=12,
+                    steps=(("green", None), ("red", 0.5)),
+                    overrides=[threshold_series("D")],
+                ),
+                heatmap(
+                    "Latency distribution",
+                    (
+                        "Predictions per latency bucket per scrape interval, summed over the "
+                        "selected versions and instances: shows a second mode (a slow path, a "
+                        "cold cache) that quantiles hide."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (le) "
+                                "(increase(model_prediction_duration_seconds_bucket{@}[$__rate_interval]))"
+                            ),
+                            "{{le}}",
+                            heatmap=True,
+                        )
+                    ],
+                    unit="s",
+                    w=12,
+                ),
+            ],
+        ),
+        row(
+            "Predictions and confidence",
+            [
+                timeseries(
+                    "Class mix (share of the last hour)",
+                    (
+                        "Share of each predicted class (intent) over the last hour per "
+                        "version, summed over every replica "
+                        "(model_predicted:model_predictions:share1h). A regression model has a "
+                        "single empty class."
+                    ),
+                    [
+                        target(
+                            "model_predicted:model_predictions:share1h{@}",
+                            "{{predicted}} ({{version}})",
+                        )
+                    ],
+                    unit="percentunit",
+                    w=10,
+                    max=1,
+                ),
+                piechart(
+                    "Class mix now",
+                    (
+                        "Current share of each predicted class over the last hour "
+                        "(model_predicted:model_predictions:share1h)."
+                    ),
+                    [
+                        target(
+                            "model_predicted:model_predictions:share1h{@}",
+                            "{{predicted}} ({{version}})",
+                            instant=True,
+                        )
+                    ],
+                    unit="percentunit",
+                    w=6,
+                ),
+                timeseries(
+                    "Predictions by confidence bucket",
+                    (
+                        "Predictions per second by confidence bucket: low (< 0.5), medium, "
+                        "high (>= 0.8), none (no confidence). The low share is "
+                        "model:model_predictions_low_confidence:share5m; this breakdown needs "
+                        "the raw counter."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (confidence_bucket) "
+                                "(rate(model_predictions_total{@}[$__rate_interval]))"
+                            ),
+                            "{{confidence_bucket}}",
+                        )
+                    ],
+                    unit="reqps",
+                    w=8,
+                    stacked=True,
+                ),
+                timeseries(
+                    "Mean confidence by version",
+                    (
+                        "Mean confidence of the predicted class over 5 minutes per version "
+                        "(model:model_prediction_confidence:mean5m)."
+                    ),
+                    [target("model:model_prediction_confidence:mean5m{@}", "{{version}}")],
+                    unit="percentunit",
+                    w=8,
+                    max=1,
+                ),
+                timeseries(
+                    "Low-confidence share by version",
+                    (
+                        "Share of predictions with confidence below 0.5 over 5 minutes "
+                        "(model:model_predictions_low_confidence:share5m). The dashed line is "
+                        "the default alert threshold (30%)."
+                    ),
+                    [target("model:model_predictions_low_confidence:share5m{@}", "{{version}}")],
+                    unit="percentunit",
+                    w=8,
+                    max=1,
+                    steps=(("green", None), ("orange", 0.3)),
+                ),
+                heatmap(
+                    "Confidence distribution",
+                    (
+                        "Predictions per confidence bucket (0.1 … 0.9, 0.95, 0.99, 1) per "
+                        "scrape interval. Mass moving down from the top buckets is the first "
+                        "sign of inputs the model has not seen."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (le) "
+                                "(increase(model_prediction_confidence_bucket{@}[$__rate_interval]))"
+                            ),
+                            "{{le}}",
+                            heatmap=True,
+                        )
+                    ],
+                    unit="short",
+                    w=8,
+                ),
+            ],
+        ),
+        row(
+            "Input data quality",
+            [
+                timeseries(
+                    "Invalid input ratio by version",
+                    (
+                        "Invalid values / (valid + invalid) values over 5 minutes "
+                        "(model:model_input_invalid:ratio5m). Invalid values are kept out of "
+                        "the drift statistics. The dashed line is the default alert threshold "
+                        "(5%)."
+                    ),
+                    [target("model:model_input_invalid:ratio5m{@}", "{{version}}")],
+                    unit="percentunit",
+                    w=8,
+                    steps=(("green", None), ("orange", 0.05)),
+                ),
+                timeseries(
+                    "Invalid values per second by feature and reason",
+                    (
+                        "Invalid values per second by feature and reason (missing, nan, inf, "
+                        "wrong_type, out_of_domain, unknown_category); __prediction__ is a bad "
+                        "model output and __confidence__ a bad confidence. Only non-zero "
+                        "series."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (feature, reason) "
+                                "(rate(model_input_invalid_total{@}[$__rate_interval])) > 0"
+                            ),
+                            "{{feature}} / {{reason}}",
+                        )
+                    ],
+                    unit="cps",
+                    w=8,
+                    stacked=True,
+                ),
+                table(
+                    "Invalid values in the time range",
+                    (
+                        "Invalid values counted over the dashboard's time range, by feature "
+                        "and reason, largest first."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (feature, reason) "
+                                "(increase(model_input_invalid_total{@}[$__range])) > 0"
+                            ),
+                            instant=True,
+                            table=True,
+                        )
+                    ],
+                    w=8,
+                    decimals=0,
+                    transformations=[
+                        organize(rename={"Value": "invalid values"}),
+                        sort_by("invalid values", desc=True),
+                    ],
+                ),
+            ],
+        ),
+        row(
+            "Deployment",
+            [
+                table(
+                    "Live versions (model_info)",
+                    (
+                        "Every process exporting the model: version, stage and the fingerprint "
+                        "of the reference profile its drift is measured against. Two "
+                        "fingerprints for one version mean replicas compare against different "
+                        "profiles."
+                    ),
+                    [
+                        target(
+                            (
+                                "max by (@fleet, model, version, stage, reference, instance) "
+                                "(model_info{@})"
+                            ),
+                            instant=True,
+                            table=True,
+                        )
+                    ],
+                    w=12,
+                    h=7,
+                    transformations=[organize(exclude=["Time", "Value"])],
+                ),
+                stat(
+                    "Processes",
+                    ("Processes (replicas, workers) currently exporting the model, by version."),
+                    [target("count by (version) (model_info{@})", "{{version}}")],
+                    unit="short",
+                    w=4,
+                    h=7,
+                    decimals=0,
+                ),
+                timeseries(
+                    "Monitor internal errors",
+                    (
+                        "Errors inside the monitor itself per second (the prediction was still "
+                        "served). Anything above zero is a bug to report."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (instance) "
+                                "(rate(model_monitor_internal_errors_total{@}[$__rate_interval]))"
+                            ),
+                            "{{instance}}",
+                        )
+                    ],
+                    unit="cps",
+                    w=8,
+                    h=7,
+                    steps=(("green", None), ("red", 1e-09)),
+                ),
+                table(
+                    "Alert thresholds in force",
+                    (
+                        "The threshold each alert rule uses for this model: the model's own "
+                        "value from its exporter config (model_alert_threshold), or the rule "
+                        "default where it sets none."
+                    ),
+                    [
+                        target(
+                            "model_alert:model_alert_threshold:effective{@}",
+                            instant=True,
+                            table=True,
+                        )
+                    ],
+                    w=24,
+                    decimals=3,
+                    transformations=[
+                        organize(exclude=["Time", "__name__"], rename={"Value": "threshold"})
+                    ],
+                ),
+            ],
+        ),
+        row(
+            "What the error and latency alerts compare",
+            [
+                timeseries(
+                    "Error ratio per alert window",
+                    (
+                        "errors / calls over 3m, 15m and 1h, summed over every replica "
+                        "(model:model_prediction_error_ratio:rate3m, rate15m, rate1h). "
+                        "ModelHighErrorRatio fires when the 3m ratio, or both the 1h and the "
+                        "15m ratio, pass error_ratio with enough calls."
+                    ),
+                    [
+                        target("model:model_prediction_error_ratio:rate3m{@}", "{{version}} 3m"),
+                        target("model:model_prediction_error_ratio:rate15m{@}", "{{version}} 15m"),
+                        target("model:model_prediction_error_ratio:rate1h{@}", "{{version}} 1h"),
+                        target(
+                            (
+                                "max by (alert) (model_alert:model_alert_threshold:effective{@, "
+                                'alert=~"error_ratio"})'
+                            ),
+                            "threshold {{alert}}",
+                        ),
+                    ],
+                    unit="percentunit",
+                    w=8,
+                ),
+                timeseries(
+                    "Calls per alert window (sample-size guard)",
+                    (
+                        "Calls (answered or failed) in each window "
+                        "(model:model_prediction_calls:increase3m, 5m, 15m, 1h). A ratio or "
+                        "quantile alert speaks only over min_samples calls: below the line, "
+                        "the window is too small to judge."
+                    ),
+                    [
+                        target("model:model_prediction_calls:increase3m{@}", "{{version}} 3m"),
+                        target("model:model_prediction_calls:increase5m{@}", "{{version}} 5m"),
+                        target("model:model_prediction_calls:increase15m{@}", "{{version}} 15m"),
+                        target("model:model_prediction_calls:increase1h{@}", "{{version}} 1h"),
+                        target(
+                            (
+                                "max by (alert) (model_alert:model_alert_threshold:effective{@, "
+                                'alert=~"min_samples"})'
+                            ),
+                            "threshold {{alert}}",
+                        ),
+                    ],
+                    w=8,
+                ),
+                timeseries(
+                    "p95 latency per alert window",
+                    (
+                        "p95 from the summed buckets over 3m, 15m and 1h "
+                        "(model:model_prediction_duration_seconds:p95_3m, p95_15m, p95_1h), "
+                        "with the warning and critical thresholds."
+                    ),
+                    [
+                        target(
+                            "model:model_prediction_duration_seconds:p95_3m{@}", "{{version}} 3m"
+                        ),
+                        target(
+                            "model:model_prediction_duration_seconds:p95_15m{@}", "{{version}} 15m"
+                        ),
+                        target(
+                            "model:model_prediction_duration_seconds:p95_1h{@}", "{{version}} 1h"
+                        ),
+                        target(
+                            (
+                                "max by (alert) (model_alert:model_alert_threshold:effective{@, "
+                                'alert=~"latency_p95_seconds|latency_p95_critical_seconds"})'
+                            ),
+                            "threshold {{alert}}",
+                        ),
+                    ],
+                    unit="s",
+                    w=8,
+                ),
+            ],
+            collapsed=True,
+        ),
+    ]
