@@ -1,6 +1,8 @@
-"""The Grafana provisioning and dashboards: structure, the metric contract, and PromQL syntax.
+"""The Grafana provisioning and dashboards: generated, structure, the metric contract, and PromQL.
 
-Structure and contract checks read the JSON and docs/metrics.md. The syntax check sends every
+The committed files are exporter.mixin.dashboards' output for the default settings, byte for byte;
+the linter (tests/grafana.py) checks them and the dashboards of other settings. Structure and
+contract checks read the JSON and docs/metrics.md. The syntax check sends every
 panel, variable and annotation query to a real Prometheus with no data: a parse or type error is a
 400, an empty result is fine here (the end-to-end stack test looks for data).
 """
@@ -19,6 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.mixin import dashboards
+from exporter.mixin.settings import Settings
 from tests.binaries import free_port, require_binary, terminate, wait_until_ready
 from tests.grafana import (
     DASHBOARDS_DIR,
@@ -26,22 +30,25 @@ from tests.grafana import (
     DATASOURCE_UID,
     PROVISIONING_DIR,
     REPO,
-    SAMPLE_VARIABLES,
     annotation_queries,
     iter_panels,
+    lint,
     load_dashboards,
     metric_names,
+    overlapping,
     panel_queries,
+    parse_dashboards,
     substitute,
+    template_variables,
     variable_queries,
+    vector_selectors,
 )
 
 DOCS = REPO / "docs" / "metrics.md"
 RULES_DIR = REPO / "prometheus" / "rules"
 EXPECTED_UIDS = {"model-overview", "model-drift", "model-performance", "model-alerts"}
 PANEL_DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
-PROVISIONED_DATASOURCE = {"type": "prometheus", "uid": DATASOURCE_UID}
-COMMON_VARIABLES = ("datasource", "model", "version", "instance")
+COMMON_VARIABLES = ("datasource", "cluster", "namespace", "job", "model", "version", "instance")
 EXTRA_VARIABLES = {"model-drift": ("feature", "window")}
 #: Series Prometheus itself writes; dashboards may use them besides the catalogue.
 PROMETHEUS_BUILTINS = {"ALERTS", "ALERTS_FOR_STATE", "up"}
@@ -59,6 +66,16 @@ RULE_INSTEAD_OF = {
 }
 
 DASHBOARDS = load_dashboards()
+#: A site unlike the demo in every setting the dashboards read.
+CUSTOM = Settings(
+    selector='job="fares"',
+    fleet_labels=("region",),
+    grafana_path_prefix="/grafana",
+    dashboard_tags=("fares-team",),
+    dashboard_refresh="5m",
+    datasource_name="Fares Prometheus",
+)
+CUSTOM_DASHBOARDS = parse_dashboards(dashboards.artefacts(CUSTOM))
 
 
 # --- docs/metrics.md --------------------------------------------------------------------------
@@ -87,21 +104,41 @@ def documented_metrics() -> set[str]:
     return names
 
 
-def documented_rules(*, drawn_only: bool = False) -> set[str]:
-    """Recording-rule names; ``a:b:c` / `:d``` and ``a:b:c` / `d``` abbreviate ``a:b:d``. With
-    ``drawn_only``, without the rows whose meaning starts "alert input" (steps other rules read)."""
-    names: set[str] = set()
+def _rule_rows() -> list[tuple[set[str], str, str]]:
+    """(names, labels kept, meaning) of each row of the recording-rule table; ``a:b:c` / `:d``
+    and ``a:b:c` / `d``` abbreviate ``a:b:d``."""
+    rows = []
     for cells in _table("Recording rules"):
-        if drawn_only and cells[2].startswith("alert input"):
-            continue
-        full = ""
+        names, full = set(), ""
         for token in re.findall(r"`([^`]+)`", cells[0]):
             if token.count(":") == 2:
                 full = token
             else:
                 full = full.rsplit(":", 1)[0] + ":" + token.lstrip(":")
             names.add(full)
-    return names
+        rows.append((names, cells[1], cells[2]))
+    return rows
+
+
+def documented_rules(*, drawn_only: bool = False) -> set[str]:
+    """Recording-rule names. With ``drawn_only``, without the rows whose meaning starts "alert
+    input" (steps other rules read)."""
+    return {
+        name
+        for names, _, meaning in _rule_rows()
+        if not (drawn_only and meaning.startswith("alert input"))
+        for name in names
+    }
+
+
+def versioned_rules() -> set[str]:
+    """Recording rules whose series keep ``version`` (the "labels kept" column)."""
+    return {
+        name
+        for names, labels, _ in _rule_rows()
+        if "version" in {label.strip() for label in labels.split(",")}
+        for name in names
+    }
 
 
 def test_docs_tables_parse() -> None:
@@ -113,6 +150,11 @@ def test_docs_tables_parse() -> None:
     metrics = documented_metrics()
     assert {"model_info", "model_feature_reference_std", "model_absolute_error_bucket"} <= metrics
     assert all(":" not in name for name in metrics)
+    versioned = versioned_rules()
+    assert "model:model_prediction_duration_seconds:p95_1h" in versioned
+    assert "model_class:model_outcomes:f1_1h" in versioned
+    assert "model_feature:model_feature_psi:1h" not in versioned
+    assert "model_alert:model_alert_threshold:effective" not in versioned
 
 
 # --- helpers of tests/grafana.py --------------------------------------------------------------
@@ -152,15 +194,48 @@ def test_dashboard_files_are_the_four_with_their_uids() -> None:
     assert set(DASHBOARDS) == EXPECTED_UIDS
 
 
-def test_datasource_is_provisioned_with_its_fixed_uid() -> None:
-    config = yaml.safe_load((PROVISIONING_DIR / "datasources" / "prometheus.yml").read_text())
+def test_committed_files_are_the_generators_output() -> None:
+    generated = dashboards.artefacts(Settings())
+    assert set(generated) == {
+        *(f"grafana/dashboards/{uid}.json" for uid in EXPECTED_UIDS),
+        "grafana/provisioning/datasources/prometheus.yml",
+    }
+    stale = [
+        path
+        for path, text in sorted(generated.items())
+        if (REPO / path).read_text(encoding="utf-8") != text
+    ]
+    assert stale == [], "regenerate with `make generate` (model-exporter generate)"
+
+
+def test_generated_text_is_stable_json() -> None:
+    for path, text in dashboards.artefacts(CUSTOM).items():
+        if path.endswith(".json"):
+            assert text == json.dumps(json.loads(text), indent=2, ensure_ascii=False) + "\n"
+    assert dashboards.artefacts(CUSTOM) == dashboards.artefacts(CUSTOM)
+
+
+@pytest.mark.parametrize("settings", [Settings(), CUSTOM], ids=["default", "custom"])
+def test_datasource_is_provisioned_with_its_fixed_uid_and_not_as_default(
+    settings: Settings,
+) -> None:
+    text = dashboards.artefacts(settings)["grafana/provisioning/datasources/prometheus.yml"]
+    config = yaml.safe_load(text)
     assert config["apiVersion"] == 1
     (datasource,) = config["datasources"]
-    assert datasource["uid"] == DATASOURCE_UID
+    assert datasource["name"] == settings.datasource_name
+    assert datasource["uid"] == dashboards.datasource_uid(settings)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,40}", datasource["uid"])
     assert datasource["type"] == "prometheus"
     assert datasource["url"] == "http://prometheus:9090"
     assert datasource["access"] == "proxy"
-    assert datasource["isDefault"] is True
+    # A site's existing default datasource keeps its place.
+    assert datasource["isDefault"] is False
+    for dashboard in parse_dashboards(dashboards.artefacts(settings)).values():
+        (variable,) = [v for v in dashboard["templating"]["list"] if v["name"] == "datasource"]
+        assert variable["current"]["value"] == datasource["uid"]
+        assert variable["current"]["text"] == settings.datasource_name
+    assert DATASOURCE_UID == dashboards.datasource_uid(Settings())
 
 
 def test_dashboard_provider_reads_the_mounted_dashboards() -> None:
@@ -190,7 +265,8 @@ def test_dashboard_settings(uid: str) -> None:
     assert dashboard["title"]
     assert dashboard["id"] is None  # provisioning assigns database ids
     assert 36 <= dashboard["schemaVersion"] <= 41
-    assert "model-monitoring" in dashboard["tags"]
+    assert dashboard["tags"] == list(Settings().dashboard_tags)
+    assert dashboard["refresh"] == Settings().dashboard_refresh
     assert dashboard["time"]["from"].startswith("now-")
 
 
@@ -207,7 +283,7 @@ def test_panels_have_ids_titles_descriptions_and_the_datasource(uid: str) -> Non
         if panel["type"] == "row":
             continue
         assert panel.get("description"), f"{uid} panel {panel['id']} has no description"
-        assert panel["datasource"] in (PANEL_DATASOURCE, PROVISIONED_DATASOURCE)
+        assert panel["datasource"] == PANEL_DATASOURCE
         assert panel["fieldConfig"]["defaults"].get("unit"), f"{uid} panel {panel['id']}: unit"
 
 
@@ -217,27 +293,12 @@ def test_panel_titles_are_unique(uid: str) -> None:
     assert len(titles) == len(set(titles)), sorted(t for t in titles if titles.count(t) > 1)
 
 
-def _overlaps(panels: list[dict[str, Any]]) -> list[tuple[int, int]]:
-    found = []
-    for i, a in enumerate(panels):
-        for b in panels[i + 1 :]:
-            ga, gb = a["gridPos"], b["gridPos"]
-            if (
-                ga["x"] < gb["x"] + gb["w"]
-                and gb["x"] < ga["x"] + ga["w"]
-                and ga["y"] < gb["y"] + gb["h"]
-                and gb["y"] < ga["y"] + ga["h"]
-            ):
-                found.append((a["id"], b["id"]))
-    return found
-
-
 @pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
 def test_panels_do_not_overlap(uid: str) -> None:
     top = DASHBOARDS[uid]["panels"]
-    assert _overlaps(top) == []
+    assert overlapping(top) == []
     for row in top:
-        assert _overlaps(row.get("panels", [])) == []
+        assert overlapping(row.get("panels", [])) == []
 
 
 @pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
@@ -260,16 +321,24 @@ def test_required_variables(uid: str) -> None:
     variables = _variables(dashboard)
     assert set(COMMON_VARIABLES + EXTRA_VARIABLES.get(uid, ())) <= set(variables)
 
+    assert list(variables)[: len(COMMON_VARIABLES)] == list(COMMON_VARIABLES)
     datasource = variables["datasource"]
     assert datasource["type"] == "datasource"
     assert datasource["query"] == "prometheus"
     assert datasource["current"]["value"] == DATASOURCE_UID
 
-    assert _query_text(variables["model"]) == "label_values(model_info, model)"
-    for name in ("version", "instance"):
+    selector = 'job=~"model-exporter.*"'
+    assert _query_text(variables["cluster"]) == f"label_values(model_info{{{selector}}}, cluster)"
+    assert _query_text(variables["instance"]) == (
+        f'label_values(model_info{{{selector}, cluster=~"$cluster", namespace=~"$namespace", '
+        'job=~"$job", model=~"$model", version=~"$version"}, instance)'
+    )
+    # One model per dashboard; every other variable multi-valued, "All" matching an absent label.
+    assert variables["model"]["multi"] is False
+    for name in ("cluster", "namespace", "job", "version", "instance"):
         variable = variables[name]
-        assert _query_text(variable) == f'label_values(model_info{{model=~"$model"}}, {name})'
         assert variable["multi"] is True and variable["includeAll"] is True
+        assert variable["allValue"] == ".*"
     for variable in variables.values():
         if variable["type"] == "query":
             assert variable["datasource"] == PANEL_DATASOURCE, variable["name"]
@@ -278,7 +347,7 @@ def test_required_variables(uid: str) -> None:
 @pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
 def test_every_variable_used_is_defined(uid: str) -> None:
     dashboard = DASHBOARDS[uid]
-    defined = {name: SAMPLE_VARIABLES[name] for name in _variables(dashboard)}
+    defined = template_variables(dashboard)
     texts = [q.expr for q in panel_queries(dashboard)]
     texts += [expr for _, expr in variable_queries(dashboard) + annotation_queries(dashboard)]
     texts += [p["title"] for p in iter_panels(dashboard)]
@@ -362,13 +431,109 @@ def test_rate_over_raw_counters_uses_rate_interval() -> None:
     assert offenders == []
 
 
-def test_dashboards_link_to_each_other() -> None:
-    for uid, dashboard in DASHBOARDS.items():
+@pytest.mark.parametrize("settings", [Settings(), CUSTOM], ids=["default", "custom"])
+def test_dashboards_link_to_each_other_under_the_path_prefix(settings: Settings) -> None:
+    generated = parse_dashboards(dashboards.artefacts(settings))
+    prefix = settings.grafana_path_prefix
+    for uid, dashboard in generated.items():
         links = dashboard["links"]
+        assert all(link["url"].startswith(f"{prefix}/d/") for link in links), links
         for other in EXPECTED_UIDS - {uid}:
-            matching = [link for link in links if link.get("url", "").startswith(f"/d/{other}/")]
+            matching = [link for link in links if link["url"].startswith(f"{prefix}/d/{other}/")]
             assert matching, f"{uid} has no link to {other}"
             assert matching[0]["includeVars"] and matching[0]["keepTime"]
+
+
+# --- the linter -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_committed_dashboard_passes_the_linter(uid: str) -> None:
+    assert lint(DASHBOARDS[uid], Settings(), versioned_rules()) == []
+
+
+@pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
+def test_custom_settings_dashboard_passes_the_linter(uid: str) -> None:
+    assert lint(CUSTOM_DASHBOARDS[uid], CUSTOM, versioned_rules()) == []
+
+
+def test_custom_settings_leave_no_trace_of_the_defaults() -> None:
+    defaults = Settings()
+    traces = [
+        defaults.selector,
+        *defaults.fleet_labels,
+        defaults.datasource_name,
+        dashboards.datasource_uid(defaults),
+        *(json.dumps(tag) for tag in defaults.dashboard_tags),
+        f'"refresh": "{defaults.dashboard_refresh}"',
+        '"/d/',
+    ]
+    found = [
+        (path, trace)
+        for path, text in dashboards.artefacts(CUSTOM).items()
+        for trace in traces
+        if trace in text
+    ]
+    assert found == []
+    for dashboard in CUSTOM_DASHBOARDS.values():
+        assert dashboard["tags"] == ["fares-team"] and dashboard["refresh"] == "5m"
+        names = [v["name"] for v in dashboard["templating"]["list"]]
+        assert names[:6] == ["datasource", "region", "job", "model", "version", "instance"]
+
+
+def test_every_raw_query_honours_every_variable_and_rules_their_labels() -> None:
+    """The linter's rules spelled out on one query of each kind (the promise to users)."""
+    by_kind: dict[str, set[str]] = {}
+    for dashboard in DASHBOARDS.values():
+        for _, expr in panel_queries_and_annotations(dashboard):
+            for name, matchers in vector_selectors(expr):
+                by_kind.setdefault(name, set()).update(matchers)
+    raw = by_kind["model_prediction_duration_seconds_bucket"]
+    assert {
+        'job=~"model-exporter.*"',
+        'cluster=~"$cluster"',
+        'namespace=~"$namespace"',
+        'job=~"$job"',
+        'model=~"$model"',
+        'version=~"$version"',
+        'instance=~"$instance"',
+    } <= raw
+    rule = by_kind["model:model_predictions:rate5m"]
+    assert rule == {
+        'cluster=~"$cluster"',
+        'namespace=~"$namespace"',
+        'model=~"$model"',
+        'version=~"$version"',
+    }
+    drift = by_kind["model_feature:model_feature_psi:1h"]
+    assert 'version=~"$version"' not in drift  # the drift rules pool versions
+    assert {'model=~"$model|"', 'version=~"$version|"'} <= by_kind["ALERTS"]
+
+
+def panel_queries_and_annotations(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
+    queries = [(str(q.panel_id), q.expr) for q in panel_queries(dashboard)]
+    return queries + annotation_queries(dashboard)
+
+
+def test_linter_reports_what_it_promises_to() -> None:
+    broken = json.loads(json.dumps(DASHBOARDS["model-overview"]))
+    panels = [p for p in iter_panels(broken) if p["type"] != "row"]
+    first, second = panels[0], panels[1]
+    first["targets"][0]["expr"] = 'sum(model:model_predictions:rate5m{model=~"$model"})'
+    second["targets"][0]["expr"] = 'rate(model_predictions_total{model=~"$model"}[5m])'
+    second["targets"][0]["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+    second["id"] = first["id"]
+    second["gridPos"] = dict(first["gridPos"])
+    del second["fieldConfig"]["defaults"]["unit"]
+    problems = "\n".join(lint(broken, Settings(), versioned_rules()))
+    assert 'recording rule model:model_predictions:rate5m lacks cluster=~"$cluster"' in problems
+    assert 'version=~"$version"' in problems
+    assert "raw series model_predictions_total lacks" in problems
+    assert 'instance=~"$instance", job=~"$job", job=~"model-exporter.*"' in problems
+    assert "datasource" in problems
+    assert "panel ids" in problems
+    assert "overlap" in problems
+    assert "no unit" in problems
 
 
 # --- PromQL syntax against a real Prometheus --------------------------------------------------
@@ -414,10 +579,11 @@ def _query(url: str, expr: str) -> tuple[int, dict[str, Any]]:
 
 
 @pytest.mark.stack
+@pytest.mark.parametrize("custom", [False, True], ids=["default", "custom"])
 @pytest.mark.parametrize("uid", sorted(EXPECTED_UIDS))
-def test_every_query_parses_in_prometheus(prometheus_url: str, uid: str) -> None:
-    dashboard = DASHBOARDS[uid]
-    variables = {name: SAMPLE_VARIABLES[name] for name in _variables(dashboard)}
+def test_every_query_parses_in_prometheus(prometheus_url: str, uid: str, custom: bool) -> None:
+    dashboard = (CUSTOM_DASHBOARDS if custom else DASHBOARDS)[uid]
+    variables = template_variables(dashboard)
     queries = [(f"panel {q.panel_id} {q.ref_id}", q.expr) for q in panel_queries(dashboard)]
     queries += [(f"variable {n}", e) for n, e in variable_queries(dashboard)]
     queries += [(f"annotation {n}", e) for n, e in annotation_queries(dashboard)]
