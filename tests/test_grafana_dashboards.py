@@ -510,6 +510,22 @@ def test_every_raw_query_honours_every_variable_and_rules_their_labels() -> None
     assert {'model=~"$model|"', 'version=~"$version|"'} <= by_kind["ALERTS"]
 
 
+def test_scope_markers_expand_by_series_kind_and_refuse_what_they_cannot_scope() -> None:
+    scope = dashboards.Scope(CUSTOM)
+    assert scope.expand('sum by (@fleet, le) (x_bucket{@, le!="+Inf"})') == (
+        "sum by (region, le) (x_bucket{"
+        'job="fares", region=~"$region", job=~"$job", model=~"$model", version=~"$version", '
+        'instance=~"$instance", le!="+Inf"})'
+    )
+    assert scope.expand("model_feature:model_feature_psi:1h{@}") == (
+        'model_feature:model_feature_psi:1h{region=~"$region", model=~"$model"}'
+    )
+    with pytest.raises(ValueError, match="receiver"):
+        scope.expand("model_alert_notifications_total{@}")
+    with pytest.raises(ValueError, match="marker"):
+        scope.expand("sum by (@cluster) (x{@})")
+
+
 def panel_queries_and_annotations(dashboard: dict[str, Any]) -> list[tuple[str, str]]:
     queries = [(str(q.panel_id), q.expr) for q in panel_queries(dashboard)]
     return queries + annotation_queries(dashboard)
