@@ -15,29 +15,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
 from exporter.errors import ExporterError
+from exporter.mixin.thresholds import KEYS
 from exporter.windows import WindowSpec, parse_duration
 
-#: Keys of ``thresholds`` the shipped alert rules read (docs/metrics.md); others are refused so a
-#: typo does not silently leave a model on the default.
-THRESHOLD_KEYS = frozenset(
-    {
-        "error_ratio",
-        "latency_p95_seconds",
-        "latency_p95_critical_seconds",
-        "psi_warning",
-        "psi_critical",
-        "zscore_warning",
-        "zscore_critical",
-        "output_psi",
-        "mae_warning",
-        "mae_critical",
-        "accuracy_drop",
-        "accuracy_min",
-        "low_confidence_share",
-        "invalid_ratio",
-        "min_samples",
-    }
-)
+#: Keys of ``thresholds`` the shipped alert rules read (exporter/mixin/thresholds.py, the table the
+#: rules' defaults and docs/metrics.md are generated from); others are refused so a typo does not
+#: silently leave a model on the default.
+THRESHOLD_KEYS = KEYS
 
 
 class ConfigError(ExporterError, ValueError):

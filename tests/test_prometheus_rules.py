@@ -114,16 +114,14 @@ def _documented_recording_rules() -> set[str]:
 
 
 def _documented_keys() -> dict[str, str]:
-    """Threshold key -> its default as docs/metrics.md writes it (`a` / `b` | 1 / 2 pairs them
-    in order; a default that is not a number, "none" or "twice ...", stays text)."""
+    """Threshold key -> its default as docs/metrics.md writes it (a default that is not a number,
+    "none" or "twice ...", stays text)."""
     defaults: dict[str, str] = {}
     rows = _markdown_table(METRICS_DOC.read_text(encoding="utf-8"), "Alert thresholds")
     for cells in rows:
-        keys = re.findall(r"^`([^`]+)`|/ `([^`]+)`", cells[0])
-        names = [a or b for a, b in keys]
-        values = [v.strip() for v in cells[1].split(" / ")] if len(names) > 1 else [cells[1]]
-        assert len(names) == len(values), cells
-        defaults.update(zip(names, values, strict=True))
+        [key] = re.findall(r"^`([^`]+)`$", cells[0])
+        assert key not in defaults, f"{key} documented twice"
+        defaults[key] = cells[1]
     return defaults
 
 
@@ -301,9 +299,12 @@ def test_rule_defaults_are_the_documented_ones() -> None:
     assert defaults == _documented_defaults()
     # The one computed default: the critical latency is twice the (effective) warning.
     assert _documented_keys()["latency_p95_critical_seconds"] == "twice `latency_p95_seconds`"
+    # Both sides scoped by the selector and keeping the fleet labels, like every rule.
+    fleet, selector = r"cluster, namespace, model", r'job=~"model-exporter\.\*"'
     twice = (
-        r'2 \* \(\s*max by \(model\) \(model_alert_threshold\{alert="latency_p95_seconds"\}\)'
-        r"\s*or max by \(model\) \(model_info\) \* 0 \+ 0\.5\s*\),\s*"
+        rf"2\.0 \* \(\s*max by \({fleet}\) "
+        rf'\(model_alert_threshold\{{{selector}, alert="latency_p95_seconds"\}}\)'
+        rf"\s*or max by \({fleet}\) \(model_info\{{{selector}\}}\) \* 0 \+ 0\.5\s*\),\s*"
         r'"alert", "latency_p95_critical_seconds"'
     )
     assert re.search(twice, expr)

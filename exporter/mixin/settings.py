@@ -9,6 +9,7 @@ told apart.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from exporter.errors import ExporterError
+from exporter.mixin.thresholds import KEYS
 
 #: A label name as Prometheus accepts it.
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -195,6 +197,14 @@ def _problems(settings: Settings) -> list[str]:
     if not re.match(r"^[A-Za-z0-9_.:-]+$", settings.component):
         problems.append("component: letters, digits and _.:- only")
     for key, value in settings.thresholds.items():
-        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
-            problems.append(f"thresholds.{key}: must be a number")
+        if key not in KEYS:
+            # A typo would otherwise leave every model on the shipped default without a word.
+            problems.append(f"thresholds: unknown key {key!r}; known: {sorted(KEYS)}")
+        elif (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            # NaN or an infinity would be written into the rule as a literal no alert can pass.
+            problems.append(f"thresholds.{key}: must be a finite number")
     return problems

@@ -1,0 +1,159 @@
+"""The alert thresholds: every key a model may set, its rule default, unit and meaning.
+
+This table is the one place the thresholds are defined. The exporter's config accepts exactly
+these keys (``exporter.config.THRESHOLD_KEYS``), the generated thresholds recording rule fills in
+these defaults for every model that sets none (``exporter.mixin.rules``), and docs/metrics.md's
+threshold table is generated from it, so the four can no longer disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """One key of ``model_alert_threshold{alert=KEY}`` (and of a model config's ``thresholds``)."""
+
+    key: str
+    #: The rule default for a model that does not set the key, or ``None`` when the default is
+    #: not a fixed number (see ``relative_to``) or there is none (the alert then needs the model
+    #: to set it).
+    default: float | None
+    #: What the number measures, for the docs ("share", "seconds", ...).
+    unit: str
+    #: One sentence: what the threshold decides and why its default is what it is.
+    description: str
+    #: The alerts (and severities) that compare against it.
+    used_by: str
+    #: For a default derived from another key's effective value: that key and the factor.
+    relative_to: tuple[str, float] | None = None
+
+
+#: In the order the thresholds rule and the docs list them.
+THRESHOLDS: tuple[Threshold, ...] = (
+    Threshold(
+        "error_ratio",
+        0.05,
+        "share of calls",
+        "Failed share of prediction calls above which the alert pages: one call in twenty failing "
+        "is an outage for its users.",
+        "ModelHighErrorRatio (critical)",
+    ),
+    Threshold(
+        "latency_p95_seconds",
+        0.5,
+        "seconds",
+        "p95 inference latency over all replicas above which the alert warns.",
+        "ModelHighLatencyP95 (warning)",
+    ),
+    Threshold(
+        "latency_p95_critical_seconds",
+        None,
+        "seconds",
+        "p95 inference latency above which the alert pages: by default twice the model's own "
+        "warning threshold (or twice its default), so raising the warning raises the page too.",
+        "ModelHighLatencyP95 (critical)",
+        relative_to=("latency_p95_seconds", 2.0),
+    ),
+    Threshold(
+        "psi_warning",
+        0.1,
+        "PSI",
+        "PSI of an input feature above its no-drift level that warns: 0.1 to 0.25 is the field's "
+        '"moderate shift".',
+        "ModelFeatureDriftPSI (warning)",
+    ),
+    Threshold(
+        "psi_critical",
+        0.25,
+        "PSI",
+        "PSI of an input feature above its no-drift level that pages: above 0.25 is the field's "
+        '"significant shift".',
+        "ModelFeatureDriftPSI (critical)",
+    ),
+    Threshold(
+        "zscore_warning",
+        1.5,
+        "reference standard deviations",
+        "Shift of a numeric feature's mean, beyond sampling noise, that warns.",
+        "ModelFeatureMeanShift (warning)",
+    ),
+    Threshold(
+        "zscore_critical",
+        2.0,
+        "reference standard deviations",
+        "Shift of a numeric feature's mean, beyond sampling noise, that pages.",
+        "ModelFeatureMeanShift (critical)",
+    ),
+    Threshold(
+        "output_psi",
+        0.25,
+        "PSI",
+        "PSI of the model's own output against its predictions on the reference data, above its "
+        "no-drift level.",
+        "ModelOutputDrift (warning)",
+    ),
+    Threshold(
+        "mae_warning",
+        3.5,
+        "the target's unit",
+        "Mean absolute error of a regression model (99% lower bound) that warns; in dollars for "
+        "the fare example.",
+        "ModelMAEHigh (warning)",
+    ),
+    Threshold(
+        "mae_critical",
+        5.0,
+        "the target's unit",
+        "Mean absolute error (99% lower bound) that pages: a fare off by more than $5 is a "
+        "complaint.",
+        "ModelMAEHigh (critical)",
+    ),
+    Threshold(
+        "accuracy_min",
+        None,
+        "share of outcomes",
+        "Accuracy floor known from the model's validation (99% upper bound below it pages); no "
+        "default, so the alert applies only to models that set it.",
+        "ModelAccuracyLow (critical)",
+    ),
+    Threshold(
+        "accuracy_drop",
+        0.10,
+        "relative drop",
+        "Drop of the hour's accuracy relative to the trailing 7 days that warns: over 10% is "
+        "beyond a stable model's hour-to-hour noise.",
+        "ModelAccuracyDrop (warning)",
+    ),
+    Threshold(
+        "low_confidence_share",
+        0.3,
+        "share of predictions",
+        "Share of predictions with confidence below 0.5, among those that report a confidence, "
+        "that warns.",
+        "ModelLowConfidence (warning)",
+    ),
+    Threshold(
+        "invalid_ratio",
+        0.05,
+        "share of input values",
+        "Share of input values that are missing, NaN, infinite, mistyped or out of domain that "
+        "warns.",
+        "ModelInvalidInput (warning)",
+    ),
+    Threshold(
+        "min_samples",
+        100,
+        "calls or values",
+        "Traffic guard of the error, latency, confidence and input-quality alerts: a share over "
+        "fewer calls (or values) than this in a window is noise; the exporter exports its "
+        "monitoring.min_samples here unless thresholds sets it.",
+        "every ratio alert's sample-size guard",
+    ),
+)
+
+#: The same, by key.
+BY_KEY: dict[str, Threshold] = {threshold.key: threshold for threshold in THRESHOLDS}
+#: Every key a model's config and the site settings may set.
+KEYS: frozenset[str] = frozenset(BY_KEY)
