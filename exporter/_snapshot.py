@@ -1,9 +1,10 @@
 """The drift computation of one monitor: a snapshot of every stream's windows, statistics made.
 
-Takes the views of every stream under the monitor's lock (after the same housekeeping as the hot
-path), merges the other workers' windows when several serve the model, and hands each window's
-numbers to :mod:`exporter._drift`. Snapshots are cached: a scrape younger than the cache's age
-reuses the last one.
+Takes the views of every stream under the monitor's lock, once an ended tick is sealed (the
+counters are left to the monitor's flush, so a scrape only reads them); merges the other
+workers' windows when several serve the model, and hands each window's numbers to
+:mod:`exporter._drift`. Snapshots are cached: a scrape younger than the cache's age reuses the
+last one.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ class DriftSnapshots:
             # Under the lock that record_outcome holds while it learns a class: iterating the
             # live dict during a scrape once raised "dictionary changed size during iteration".
             class_names = self.classes.names_by_slot()
-            streams.housekeeping()
+            streams.seal_due()
             views = streams.views(now)
         if others and exchange is not None:
             exchange.merge(views, others, streams.specs, now)

@@ -39,21 +39,40 @@ class MonitorStreams:
         self.by_name.update(others)
 
     def housekeeping(self) -> None:
-        """Seal an ended tick and flush pending counts into the counters (under the lock)."""
-        ticks = self.ticks
-        ended = ticks.advance()
+        """Seal an ended tick and flush pending counts into the counters (under the lock).
+
+        The hot path calls it at most once per ``FLUSH_SECONDS``, and the monitor's ``flush()``
+        (a service's background task, the library's timer, a caller) whenever it runs.
+        """
+        next_tick = self.seal_due()
         for watch in self.watches:
             flush_counters(watch)
+        self.next_due = min(next_tick, self.clock() + FLUSH_SECONDS)
+
+    def seal_due(self) -> float:
+        """Seal an ended tick into every stream's windows, leaving the counters as they are
+        (under the lock).
+
+        A drift snapshot needs the windows current but must not write what a scrape reads: the
+        counts of the sealed tick that the counters have not taken yet stay owed to them, as a
+        negative baseline in ``watch.flushed`` (the next flush adds ``live - flushed``, which
+        then includes them). Returns when the next tick ends; the hot path's next flush stays
+        when it was due.
+        """
+        ticks = self.ticks
+        ended = ticks.advance()
         if ended is not None:
+            for watch in self.watches:
+                live = watch.stream.live
+                watch.flushed = [f - v for f, v in zip(watch.flushed, live, strict=True)]
             for stream in self.by_name.values():
                 stream.seal(ended[1])
-            for watch in self.watches:
-                watch.flushed = [0.0] * len(watch.flushed)
         tick_start = float(ticks.current * ticks.seconds)
         for stream in self.by_name.values():
             stream.tick_start = tick_start
-        next_tick = (ticks.current + 1) * ticks.seconds
-        self.next_due = min(next_tick, self.clock() + FLUSH_SECONDS)
+        next_tick = float((ticks.current + 1) * ticks.seconds)
+        self.next_due = min(self.next_due, next_tick)
+        return next_tick
 
     def views(self, now: float) -> dict[tuple[str, str], WindowView]:
         """Every stream's every window at ``now``, by (stream name, window name)."""

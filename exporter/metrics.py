@@ -331,6 +331,14 @@ class DriftCollector(Collector):
         with self._lock:
             self._monitors.add(monitor)
 
+    def flush_monitors(self) -> None:
+        """Flush every monitor of the registry (:meth:`ModelMonitor.flush`), for a reader that
+        needs every count observed so far, not only those of the last flush."""
+        with self._lock:
+            monitors = list(self._monitors)
+        for monitor in monitors:
+            monitor.flush()
+
     def collect(self) -> Iterator[Metric]:
         labels = [*MODEL_LABELS, "feature", "window"]
         families = {
@@ -377,8 +385,6 @@ class DriftCollector(Collector):
         with self._lock:
             monitors = sorted(self._monitors, key=lambda m: (m.name, m.version))
         for monitor in monitors:
-            monitor.flush()
-        for monitor in monitors:
             snapshot = monitor.drift()
             model = list(monitor.model_labels)
             for drift in snapshot.rows():
@@ -416,6 +422,19 @@ class RegistryState:
     latency_buckets: tuple[float, ...]
 
 
+def flush_registry(registry: CollectorRegistry) -> None:
+    """Bring the counters of every monitor on ``registry`` up to date before reading them.
+
+    A scrape only reads: counts reach the counters on the monitors' own clock (within
+    ``flush_interval``, one second by default). A job that reads the registry once and exits (a
+    test, a batch job that pushes) calls this first.
+    """
+    with _STATES_LOCK:
+        state = _STATES.get(registry)
+    if state is not None:
+        state.drift.flush_monitors()
+
+
 _STATES: weakref.WeakKeyDictionary[CollectorRegistry, RegistryState] = weakref.WeakKeyDictionary()
 _STATES_LOCK = threading.Lock()
 
@@ -431,9 +450,8 @@ def state_for(
     with _STATES_LOCK:
         state = _STATES.get(registry)
         if state is None:
-            # The collector is registered before the counters on purpose: a registry collects in
-            # registration order, and the collector flushes every monitor's pending per-bin
-            # counts into the counters before they are read.
+            # A scrape only reads: the monitors' pending counts reach the counters on their own
+            # clock (ModelMonitor.flush), so the order of registration does not matter.
             collector = DriftCollector()
             registry.register(collector)
             buckets = tuple(duration_buckets or latency_buckets())

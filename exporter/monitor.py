@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import os
 import threading
 import time
@@ -37,6 +38,7 @@ from exporter._batch import count_batch
 from exporter._calls import MAX_ERROR_KINDS, Instrument
 from exporter._drift import DriftSnapshot, FeatureDrift, WindowPerformance
 from exporter._exchange import EXPORT_SECONDS
+from exporter._flusher import TIMER
 from exporter._ground_truth import ACTUAL, EXPIRE_SECONDS, PRECREATE_OUTCOME_CLASSES
 from exporter._outputs import (
     CONFIDENCE,
@@ -125,6 +127,10 @@ class ModelMonitor:
         ``model_feature_expected_bin_total`` and ``model_feature_expected_value_sum_total``
         counters. The KS gauges of those features are absent: there is no reference sample per
         segment.
+    flush_interval:
+        Seconds between the monitor's flushes on the library's timer thread (one per process,
+        see :meth:`flush`); ``None`` for no timer, when the caller flushes itself (the service
+        does it from its own background task).
     """
 
     def __init__(
@@ -152,7 +158,11 @@ class ModelMonitor:
         outcomes: OutcomeStore | None = None,
         state_dir: str | os.PathLike[str] | None = None,
         segment_by: str | None = None,
+        flush_interval: float | None = FLUSH_SECONDS,
     ) -> None:
+        if flush_interval is not None and not 0 < flush_interval < math.inf:
+            raise ValueError(f"flush_interval must be a positive number of seconds or None, "
+                             f"got {flush_interval!r}")  # fmt: skip
         specs = _checked_windows(name, task, classes, max_classes, min_samples, sample_size,
                                  confidence_thresholds, windows, slices)  # fmt: skip
         self.name, self.version, self.task, self.reference = name, version, task, reference
@@ -178,6 +188,8 @@ class ModelMonitor:
         self._ids, self._batches = itertools.count(), itertools.count()
         self._id_prefix = f"{os.urandom(4).hex()}-"
         state.drift.add(self)
+        if flush_interval is not None:
+            TIMER.add(self, flush_interval)
 
     # -- the hot path --------------------------------------------------------------------------
 
@@ -337,8 +349,14 @@ class ModelMonitor:
     def flush(self) -> None:
         """Bring counters up to date, drop expired predictions and publish this worker's windows.
 
-        Scrapes call it, and a service calls it every second; ``observe`` does the counters part
-        on its own at most once a second. Never raises.
+        A scrape never does this (it only reads), so it runs on a clock of its own: the library's
+        timer every ``flush_interval`` seconds, a service's background task every second, and a
+        caller who needs every count so far before reading the registry (a test, a batch job
+        about to push; :func:`exporter.metrics.flush_registry` flushes every monitor of a
+        registry). ``observe`` also does the counters part at most once a second. Until a flush,
+        the per-bin counts and value sums of at most that interval are held back; every other
+        counter (predictions, invalid inputs, latency) is written by ``observe`` itself. Never
+        raises.
         """
         parts = self._parts
         try:

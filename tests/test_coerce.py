@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 from exporter import ModelMonitor, ReferenceProfile, coerce
 from exporter.coerce import ABSENT, INF, MISSING, NAN, WRONG_TYPE, Invalid
 from exporter.config import load_config
+from exporter.metrics import flush_registry
 from exporter.monitor import TASKS, DriftSnapshot, Task
 from exporter.outcomes import MemoryOutcomeStore, PendingPrediction, Resolution
 from exporter.profile import OUTPUT
@@ -338,6 +339,7 @@ def frame_column(items: list[Any]) -> pd.Series:
 
 
 def samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    flush_registry(registry)
     return {
         (s.name, tuple(sorted(s.labels.items()))): s.value
         for metric in registry.collect()
@@ -423,6 +425,7 @@ def test_observe_and_observe_batch_agree_on_any_mix_of_values(batch: dict[str, A
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    flush_registry(registry)  # a read sees what the monitors' flush has written
     found = registry.get_sample_value(name, {**BASE, **labels})
     return 0.0 if found is None else found
 

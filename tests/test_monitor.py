@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from scipy import stats as sps
 
 from exporter import ModelMonitor, ProfileError, ReferenceProfile, metrics, stats
+from exporter.metrics import flush_registry
 from exporter.monitor import CONFIDENCE_BUCKET_LABELS
 from exporter.profile import OTHER, OUTPUT, NumericFeature
 from tests.binaries import require_binary
@@ -56,6 +57,7 @@ def profile() -> ReferenceProfile:
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    flush_registry(registry)  # a read sees what the monitors' flush has written
     found = registry.get_sample_value(name, labels)
     return 0.0 if found is None else found
 
@@ -418,6 +420,7 @@ def test_batch_gives_the_same_counters_as_single_observes(profile: ReferenceProf
     assert len(ids) == n and len(set(ids)) == n
 
     def samples(registry: CollectorRegistry) -> dict:
+        flush_registry(registry)
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
             for metric in registry.collect()

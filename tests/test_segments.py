@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import ModelMonitor, ReferenceProfile, stats
+from exporter.metrics import flush_registry
 from exporter.profile import OUTPUT, CategoricalFeature, NumericFeature, ProfileError
 from tests.service_fixtures import live_server, write_setup
 
@@ -89,6 +90,7 @@ def monitor_for(
 
 
 def value(registry: CollectorRegistry, name: str, **labels: str) -> float:
+    flush_registry(registry)  # a read sees what the monitors' flush has written
     found = registry.get_sample_value(name, {**BASE, **labels})
     return 0.0 if found is None else found
 
@@ -375,6 +377,7 @@ def test_observe_and_observe_batch_give_the_same_counters(segmented: ReferencePr
     many.flush()
 
     def samples(registry: CollectorRegistry) -> dict:
+        flush_registry(registry)
         return {
             (s.name, tuple(sorted(s.labels.items()))): s.value
             for metric in registry.collect()

@@ -21,6 +21,7 @@ from exporter import cli
 from exporter.config import load_config
 from exporter.server import BodyLimit, build_service, create_app
 from tests.service_fixtures import ROOT, live_server, stop, write_setup
+from tests.stack_helpers import metric_samples
 
 
 def sample(text: str, name: str, **labels: str) -> float | None:
@@ -359,6 +360,18 @@ def test_one_and_two_workers_agree(tmp_path: Path) -> None:
         directory.mkdir()
         config = write_setup(directory, "regression")
         with live_server(config, directory / "data", workers=workers) as (url, _):
+            # A scrape sees every count its worker has acknowledged: on one keep-alive
+            # connection (one worker, the other idle) the bins hold all 30 at once, not only
+            # what the last once-a-second flush had written to the counter files.
+            with httpx.Client(base_url=url, timeout=10) as client:
+                for i in range(30):
+                    features = {"miles": 1.0 + i, "zone": "east"}
+                    answer = client.post("/predict", json={"features": features})
+                    assert answer.status_code == 200
+                scraped = client.get("/metrics").text
+            for feature in ("miles", "zone"):
+                bins = metric_samples(scraped, "model_feature_bin_total", feature=feature)
+                assert sum(bins.values()) == 30, (workers, feature)
             _drive(url, seed=7)
             time.sleep(2.5)  # every worker flushes and publishes its windows each second
             results[workers] = httpx.get(f"{url}/metrics", timeout=10).text
@@ -378,7 +391,7 @@ def test_one_and_two_workers_agree(tmp_path: Path) -> None:
         assert psi_one == pytest.approx(psi_two, rel=1e-9), feature
     assert sample(one, "model_performance", metric="mae", window="5m") == pytest.approx(1.5)
     assert sample(two, "model_performance", metric="mae", window="5m") == pytest.approx(1.5)
-    assert sample(two, "model_feature_window_samples", feature="miles", window="5m") == 200
+    assert sample(two, "model_feature_window_samples", feature="miles", window="5m") == 230
     assert not math.isnan(sample(two, "model_feature_zscore", feature="miles", window="5m") or 0)
 
 

@@ -40,6 +40,11 @@ def metrics_app(service: Service) -> ASGIApp:
 
 
 def _render_metrics(service: Service) -> bytes:
+    # A scrape sees every count this worker has acknowledged: the held-back per-bin counts reach
+    # the counters (and, with several workers, their files) before anything is read. The reading
+    # itself writes nothing.
+    if not service.reader:
+        service.monitor.flush()
     if service.multiprocess_dir is None:
         return generate_latest(service.registry)
     from prometheus_client import multiprocess
@@ -48,6 +53,5 @@ def _render_metrics(service: Service) -> bytes:
     multiprocess.MultiProcessCollector(registry, path=str(service.multiprocess_dir))  # type: ignore[no-untyped-call]
     from exporter.metrics import state_for
 
-    # The drift collector flushes this worker's pending counts before anything is read.
     registry.register(state_for(service.registry).drift)
     return generate_latest(registry)

@@ -71,6 +71,9 @@ class Service:
     categorical: frozenset[str]
     #: The bearer tokens every endpoint but the probes, the docs (and /metrics) asks for.
     tokens: BearerTokens | None = None
+    #: True for the supervisor's reader (``metrics_reader``): it serves no predictions, so it
+    #: has nothing to flush and must not publish windows of its own.
+    reader: bool = False
 
 
 def build_service(
@@ -134,7 +137,7 @@ def build_service(
         f for f in watched if reference and isinstance(reference.features[f], CategoricalFeature)
     )
     return Service(config, monitor, predict, derive, store, registry, multiprocess_dir,
-                   numeric, categorical, tokens)  # fmt: skip
+                   numeric, categorical, tokens, reader=metrics_reader)  # fmt: skip
 
 
 def monitor_for(
@@ -176,6 +179,9 @@ def monitor_for(
         outcomes=outcomes,
         state_dir=state_dir,
         segment_by=m.segment_by,
+        # serve flushes from its background task and before each scrape, a backtest before
+        # each simulated scrape: no timer thread.
+        flush_interval=None,
         **optional,
     )
 
