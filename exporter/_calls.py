@@ -10,6 +10,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar, cast, overload
 
 from exporter.metrics import Instruments, label_value
@@ -79,6 +80,20 @@ def default_output(result: Any) -> tuple[Any, float | None]:
     return result, None
 
 
+@dataclass(frozen=True)
+class Answered:
+    """One call that returned, as :meth:`Instrumented.call` observed it."""
+
+    #: What the predict function returned, untouched.
+    result: Any
+    #: The prediction and confidence read from it (the output reader's reading).
+    prediction: Any
+    confidence: Any
+    #: The id ``observe`` gave the prediction; None when its inputs or output could not be read
+    #: (counted as a monitor error, the latency still observed).
+    prediction_id: str | None
+
+
 class Instrument:
     """``ModelMonitor.instrument``: ``@instrument``, ``instrument(fn)`` or
     ``@instrument(features=..., output=...)`` wraps a predict function."""
@@ -106,18 +121,54 @@ class Instrument:
         features: ReadFeatures | None = None,
         output: ReadOutput | None = None,
     ) -> _F | Callable[[_F], _F]:
-        wrapping = Instrumented(self, features or default_features, output or default_output)
+        wrapping = self.caller(features=features, output=output)
         return wrapping.wrap(func) if func is not None else wrapping.wrap
+
+    def caller(
+        self,
+        *,
+        features: ReadFeatures | None = None,
+        output: ReadOutput | None = None,
+        keep: bool = True,
+    ) -> Instrumented:
+        """The decorator's accounting for a caller that runs the model itself and needs the
+        prediction id (the service): ``caller(...).call(predict, (row,))``. ``keep=False`` when
+        the caller stores the prediction for its ground truth itself."""
+        return Instrumented(self, features or default_features, output or default_output, keep)
 
 
 class Instrumented:
     """What a wrapped predict function reports to: ``observe`` for a call that returned, the
     calls' counters for one that raised, and the monitor's internal-error counter."""
 
-    def __init__(self, to: Instrument, read_features: ReadFeatures, read_output: ReadOutput):
+    def __init__(
+        self, to: Instrument, read_features: ReadFeatures, read_output: ReadOutput,
+        keep: bool = True,
+    ) -> None:  # fmt: skip
         self.model, self.calls, self.observe = to.model, to.calls, to.observe
         self.monitor_errors = to.monitor_errors
-        self.read_features, self.read_output = read_features, read_output
+        self.read_features, self.read_output, self.keep = read_features, read_output, keep
+
+    def call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+        *,
+        started: float | None = None,
+    ) -> Answered:
+        """Call ``fn(*args, **kwargs)`` and account for it as the decorator does: the latency
+        from ``started`` (a ``time.perf_counter()`` reading; default now, a caller that first
+        waits for a thread passes the time before the wait), the error class of a call that
+        raised (then re-raised), or the observed inputs and output."""
+        kwargs = {} if kwargs is None else kwargs
+        start = time.perf_counter() if started is None else started
+        try:
+            result = fn(*args, **kwargs)
+        except Exception as exc:
+            self.failed(exc, time.perf_counter() - start)
+            raise
+        return self.succeeded(args, kwargs, result, time.perf_counter() - start)
 
     def wrap(self, fn: _F) -> _F:
         if inspect.iscoroutinefunction(fn):
@@ -137,14 +188,7 @@ class Instrumented:
 
         @functools.wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                result = fn(*args, **kwargs)
-            except Exception as exc:
-                self.failed(exc, time.perf_counter() - start)
-                raise
-            self.succeeded(args, kwargs, result, time.perf_counter() - start)
-            return result
+            return self.call(fn, args, kwargs).result
 
         return cast(_F, wrapper)
 
@@ -157,7 +201,7 @@ class Instrumented:
 
     def succeeded(
         self, args: tuple[Any, ...], kwargs: dict[str, Any], result: Any, elapsed: float
-    ) -> None:
+    ) -> Answered:
         try:
             row = self.read_features(*args, **kwargs)
             prediction, confidence = self.read_output(result)
@@ -165,5 +209,6 @@ class Instrumented:
             self.monitor_errors.inc()
             log.exception("model monitor %s could not read a call's inputs/outputs", self.model)
             self.calls.observe_latency(elapsed)
-            return
-        self.observe(row, prediction, confidence, latency_seconds=elapsed)
+            return Answered(result, None, None, None)
+        pid = self.observe(row, prediction, confidence, latency_seconds=elapsed, keep=self.keep)
+        return Answered(result, prediction, confidence, pid)

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter import cli
+from exporter._calls import Answered, Instrumented
 from exporter.config import load_config
 from exporter.server import BodyLimit, build_service, create_app
 from tests.service_fixtures import ROOT, live_server, stop, write_setup
@@ -200,6 +202,26 @@ def test_feedback_list(regression: TestClient) -> None:
     )
     assert answer.status_code == 200
     assert [r["status"] for r in answer.json()["results"]] == ["recorded", "unknown"]
+
+
+def test_the_request_path_is_the_decorators_accounting(
+    regression: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """/predict runs the model through ModelMonitor.instrument's own accounting (latency, error
+    classes, output reading), not a copy of it: each call goes through Instrumented.call."""
+    calls: list[str] = []
+    original = Instrumented.call
+
+    def spy(self: Instrumented, *args: Any, **kwargs: Any) -> Answered:
+        answered = original(self, *args, **kwargs)
+        calls.append(str(answered.prediction_id))
+        return answered
+
+    monkeypatch.setattr(Instrumented, "call", spy)
+    body = regression.post("/predict", json={"features": {"miles": 3.0}}).json()
+    batch = regression.post("/predict", json={"instances": [{"miles": 1.0}, {"miles": 2.0}]})
+    ids = [a["prediction_id"] for a in batch.json()["predictions"]]
+    assert calls == [body["prediction_id"], *ids]
 
 
 def test_model_exception_is_a_generic_500_counted_by_class(regression: TestClient) -> None:

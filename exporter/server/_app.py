@@ -10,7 +10,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -77,30 +77,35 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
 
+    def watched(raw: dict[str, Any]) -> Mapping[str, Any]:
+        """The features the monitor watches: the request's, plus the derived ones."""
+        if service.derive is None:
+            return raw
+        try:
+            return {**raw, **service.derive(raw)}
+        except Exception:
+            log.exception("derive_features failed; monitoring the raw features")
+            return raw
+
+    # The same accounting as ModelMonitor.instrument (latency, error classes, output reading),
+    # with the prediction kept for its ground truth by the group committer instead, which
+    # answers once it is in the store.
+    calls = monitor.instrument.caller(features=watched, output=split_output,
+                                      keep=not durable_store)  # fmt: skip
+
     async def _predict_one(features: dict[str, Any]) -> dict[str, Any]:
         raw = dict(features)
+        # The latency counts from here: a call waiting for a free thread is slow for its client.
         start = time.perf_counter()
         try:
-            result = await run_in_threadpool(service.predict, raw)
+            answered = await run_in_threadpool(calls.call, service.predict, (raw,), started=start)
         except Exception as exc:
-            monitor.record_error(exc)
-            monitor.observe_latency(time.perf_counter() - start)
             log.warning("model %s raised %s", config.model.name, type(exc).__name__)
             raise _ModelFailed from None
-        elapsed = time.perf_counter() - start
-        prediction, confidence = split_output(result)
-        watched = raw
-        if service.derive is not None:
-            try:
-                watched = {**raw, **service.derive(raw)}
-            except Exception:
-                log.exception("derive_features failed; monitoring the raw features")
-        # observe() is a few microseconds of CPU and no I/O: run it here, not in a thread. The
-        # prediction is kept for its ground truth by the group committer, which answers once it
-        # is in the store.
-        prediction_id = monitor.observe(
-            watched, prediction, confidence, elapsed, keep=not durable_store
-        )
+        prediction_id = answered.prediction_id
+        if prediction_id is None:  # the answer could not be read (counted as a monitor error)
+            raise _ModelFailed
+        prediction, confidence = answered.prediction, answered.confidence
         if durable_store:
             pending = monitor.pending(prediction_id, prediction, confidence)
             if pending is not None:
