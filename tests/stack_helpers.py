@@ -2,7 +2,12 @@
 
 Three exporters (``model-exporter serve``: two replicas of a regression model, one classifier),
 the webhook receiver, Alertmanager and Prometheus, each on a free port, in its own process group,
-logging to a file in the test's directory. Prometheus scrapes and evaluates every second and loads
+logging to a file in the test's directory. The exporters' jobs are named as a site might rename
+them (``model-exporter-fares``, ``model-exporter-classes``), which the rules' default selector
+still matches; replica 1 is also scraped a second time with ``cluster="eu"``, a second fleet
+running a model of the same name; and a foreign job (``vision``, a static text server in this
+process) exposes a ``model_info`` and prediction counters of the same names, which the rules must
+leave alone. Prometheus scrapes and evaluates every second and loads
 copies of ``prometheus/rules/*.yml`` whose ``for:`` durations are cut to seconds; Alertmanager
 runs the test copy of ``alertmanager/alertmanager.yml`` from tests/test_alertmanager.py (short
 group timers, Slack and email at local stubs) with its webhook pointed at the real receiver.
@@ -11,6 +16,7 @@ group timers, Slack and email at local stubs) with its webhook pointed at the re
 from __future__ import annotations
 
 import contextlib
+import http.server
 import math
 import os
 import re
@@ -39,9 +45,21 @@ INTERVAL_SECONDS = 1.0
 #: Every ``for:`` of the rule copies. Long enough for the alert to be seen pending (three
 #: evaluations), short enough that the whole scenario fires within seconds.
 TEST_FOR = "3s"
-#: Jobs of the generated Prometheus config; the alert rules select ``job="model-exporter"``.
+#: The job the project's own configs give the exporter (test_faults_stack scrapes it so).
 EXPORTER_JOB = "model-exporter"
+#: Jobs of the stack's Prometheus config: the exporters' jobs renamed, as a site does; the rules'
+#: default selector, job=~"model-exporter.*", matches both.
+FARE_JOB = "model-exporter-fares"
+CLASSIFIER_JOB = "model-exporter-classes"
 RECEIVER_JOB = "model-alert-receiver"
+#: The second fleet: replica 1 scraped again with this cluster label (the first has none).
+SECOND_CLUSTER = "eu"
+#: Another team's job exposing series of the exporter's names, and its model.
+FOREIGN_JOB = "vision"
+FOREIGN_MODEL = "resnet50"
+#: Failed calls the foreign model adds at each scrape: all of its calls fail, and it predicts
+#: nothing, so unscoped rules would raise ModelHighErrorRatio and ModelNoPredictions for it.
+FOREIGN_ERRORS_PER_SCRAPE = 10
 #: The exporters' ``service.max_batch`` (tests/service_fixtures.py:write_setup).
 MAX_BATCH = 50
 #: How long a process may take to answer its readiness URL.
@@ -184,10 +202,25 @@ def write_rule_copies(directory: Path, for_value: str = TEST_FOR) -> list[Path]:
 
 
 def prometheus_config(
-    exporters: Sequence[str], receiver: str, alertmanager: str, rule_files: Sequence[Path]
+    fares: Sequence[str],
+    classifier: str,
+    receiver: str,
+    alertmanager: str,
+    foreign: str,
+    rule_files: Sequence[Path],
 ) -> dict[str, Any]:
-    jobs = {EXPORTER_JOB: list(exporters), RECEIVER_JOB: [receiver]}
-    return scraping_config(jobs, rule_files, alertmanagers=[alertmanager])
+    """The stack's scrape config: the fare replicas and the classifier in renamed jobs, the last
+    fare replica again in the second cluster, the receiver, and the foreign job."""
+    jobs = {
+        FARE_JOB: list(fares),
+        CLASSIFIER_JOB: [classifier],
+        RECEIVER_JOB: [receiver],
+        FOREIGN_JOB: [foreign],
+    }
+    # Same address, other target labels: a target of its own to Prometheus, so the replica's
+    # series exist twice, once per fleet, as the same model deployed in two clusters would be.
+    labelled = {FARE_JOB: [{"targets": [fares[-1]], "labels": {"cluster": SECOND_CLUSTER}}]}
+    return scraping_config(jobs, rule_files, alertmanagers=[alertmanager], labelled=labelled)
 
 
 def scraping_config(
@@ -195,10 +228,12 @@ def scraping_config(
     rule_files: Sequence[Path],
     *,
     alertmanagers: Sequence[str] = (),
+    labelled: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
 ) -> dict[str, Any]:
     """A Prometheus config scraping and evaluating every INTERVAL_SECONDS.
 
-    ``jobs`` maps a job name to its static targets; alerts go to ``alertmanagers``, if any.
+    ``jobs`` maps a job name to its static targets; ``labelled`` adds static configs (targets
+    with target labels) to a job; alerts go to ``alertmanagers``, if any.
     """
     interval = f"{INTERVAL_SECONDS:g}s"
     config: dict[str, Any] = {
@@ -212,11 +247,59 @@ def scraping_config(
     if alertmanagers:
         targets = list(alertmanagers)
         config["alerting"] = {"alertmanagers": [{"static_configs": [{"targets": targets}]}]}
+    labelled = labelled or {}
     config["scrape_configs"] = [
-        {"job_name": job, "static_configs": [{"targets": list(targets)}]}
+        {
+            "job_name": job,
+            "static_configs": [{"targets": list(targets)}, *map(dict, labelled.get(job, ()))],
+        }
         for job, targets in jobs.items()
     ]
     return config
+
+
+class ForeignExporter(http.server.ThreadingHTTPServer):
+    """Another team's job on 127.0.0.1: a /metrics of static text with a ``model_info`` and
+    prediction counters named like the exporter's, for a model of its own. Its error counter grows
+    at every scrape and its prediction counter never does."""
+
+    def __init__(self) -> None:
+        super().__init__(("127.0.0.1", 0), _ForeignHandler)
+        self.scrapes = 0
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.server_address[1]}"
+
+    def exposition(self) -> bytes:
+        self.scrapes += 1
+        labels = f'model="{FOREIGN_MODEL}",version="v7"'
+        errors = self.scrapes * FOREIGN_ERRORS_PER_SCRAPE
+        return (
+            "# TYPE model_info gauge\n"
+            f'model_info{{{labels},stage="production",reference="none"}} 1\n'
+            "# TYPE model_predictions_total counter\n"
+            f'model_predictions_total{{{labels},predicted="cat",confidence_bucket="high"}} 0\n'
+            "# TYPE model_prediction_errors_total counter\n"
+            f'model_prediction_errors_total{{{labels},error="MemoryError"}} {errors}\n'
+            "# TYPE model_alert_threshold gauge\n"
+            f'model_alert_threshold{{model="{FOREIGN_MODEL}",alert="error_ratio"}} 0.01\n'
+        ).encode()
+
+
+class _ForeignHandler(http.server.BaseHTTPRequestHandler):
+    server: ForeignExporter
+
+    def do_GET(self) -> None:  # the name http.server calls
+        body = self.server.exposition()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # the base's signature
+        """Quiet: one line per scrape would fill the test's output."""
 
 
 def write_alertmanager_config(
@@ -391,6 +474,8 @@ class Stack:
     receiver: Service
     fare_replicas: list[Service]
     classifier: Service
+    #: The foreign job's /metrics (``host:port``).
+    foreign: str
     #: The reference profile both models were built from (write_setup's toy data).
     fare_reference: Path
     #: Unix time at which Prometheus answered ready.
@@ -449,6 +534,8 @@ def running_stack(
             min_samples=min_samples,
         )  # fmt: skip
         capture, smtp = _serve_stubs(stack)
+        foreign = ForeignExporter()
+        serve_in_background(stack, foreign)
         receiver_port = free_port()
         am_config, token_file = write_alertmanager_config(
             directory / "alertmanager", f"http://127.0.0.1:{receiver_port}", capture.port, smtp.port
@@ -477,8 +564,10 @@ def running_stack(
         alertmanager.wait_ready("/-/ready")
 
         rule_files = write_rule_copies(directory / "rules")
-        exporters = [s.address for s in (*fare_replicas, classifier)]
-        config = prometheus_config(exporters, receiver.address, alertmanager.address, rule_files)
+        config = prometheus_config(
+            [s.address for s in fare_replicas], classifier.address, receiver.address,
+            alertmanager.address, foreign.address, rule_files,
+        )  # fmt: skip
         config_path = directory / "prometheus.yml"
         config_path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
         port = free_port()
@@ -496,6 +585,7 @@ def running_stack(
             receiver=receiver,
             fare_replicas=fare_replicas,
             classifier=classifier,
+            foreign=foreign.address,
             fare_reference=fare_config.parent / "reference.json",
             started_at=time.time(),
             services=services,
@@ -504,7 +594,7 @@ def running_stack(
         # Traffic must start after the first scrape of every exporter: then every counter's
         # first sample in Prometheus is its value before any traffic (0 for the pre-created
         # series), and increase() over the scenario counts all of it.
-        targets = {s.address for s in (*fare_replicas, classifier, receiver)}
+        targets = {s.address for s in (*fare_replicas, classifier, receiver)} | {foreign.address}
         up = poll(
             lambda: targets <= {i for i, v in prometheus.targets_up().items() if v == 1},
             timeout=30,

@@ -16,9 +16,14 @@ demo scenarios with bounded request loops and a fixed seed:
   notifications are in, a drift of its own;
 * invalid input on both: missing values in a batch and a mistyped value (HTTP 422).
 
+The exporters' jobs are renamed (model-exporter-fares, model-exporter-classes), replica 1 is also
+scraped as a second fleet (``cluster="eu"``: the same model name in another cluster), and a
+foreign job exposes a model_info and counters named like the exporter's, for a model that fails
+every call and predicts nothing (tests/stack_helpers.py).
+
 The tests then check what reached the receiver, every Grafana panel against the live Prometheus,
-the fleet-wide PSI against a computation in the test and, last because it kills a replica, what
-an exporter going down does.
+the fleet-wide PSI against a computation in the test, that the rules kept to their selector and
+kept the fleets apart and, last because it kills a replica, what an exporter going down does.
 """
 
 from __future__ import annotations
@@ -37,8 +42,11 @@ from exporter.profile import ReferenceProfile
 from tests.binaries import require_binary
 from tests.grafana import SAMPLE_VARIABLES, PanelQuery, load_dashboards, panel_queries, substitute
 from tests.stack_helpers import (
-    EXPORTER_JOB,
+    FARE_JOB,
+    FOREIGN_JOB,
+    FOREIGN_MODEL,
     MAX_BATCH,
+    SECOND_CLUSTER,
     ModelAPI,
     PrometheusAPI,
     PromQLError,
@@ -135,7 +143,7 @@ def _seed_lazy_series(stack: Stack, fare: list[ModelAPI], classifier: ModelAPI) 
          (long_["prediction_id"], "long"), (long_2["prediction_id"], "short")]
     )  # fmt: skip
     expected = {
-        f'count(model_prediction_errors_total{{model="{FARE}"}})': len(fare),
+        f'count(model_prediction_errors_total{{model="{FARE}", cluster=""}})': len(fare),
         f'count(model_outcomes_total{{model="{CLASSIFIER}"}})': 4,
     }
 
@@ -254,6 +262,8 @@ def test_drift_mae_and_error_ratio_alerts_reach_the_receiver(scenario: Scenario)
     def arrived() -> dict[tuple[str, str], dict[str, Any]]:
         found = {}
         for alert in _stored(stack.receiver.url, model=FARE, status="firing"):
+            if "cluster" in alert["labels"]:
+                continue  # the second fleet's (test_rules_keep_to_their_selector_and_fleets)
             key = (alert["alertname"], alert["severity"])
             if key in expected and expected[key].items() <= alert["labels"].items():
                 found[key] = alert
@@ -393,7 +403,8 @@ def test_fleet_psi_recording_rule_equals_psi_of_summed_replica_bins(scenario: Sc
 
     # toyfare's traffic is over: wait until Prometheus's latest samples of both replicas are the
     # counts read from their /metrics, then for an evaluation of the rule after those samples.
-    selector = f'model_feature_bin_total{{model="{FARE}", feature="miles"}}'
+    # The first fleet (no cluster label): both replicas.
+    selector = f'model_feature_bin_total{{model="{FARE}", feature="miles", cluster=""}}'
     final = {
         replica.address: bins
         for replica, bins in zip(stack.fare_replicas, scenario.fare_bins, strict=True)
@@ -415,7 +426,7 @@ def test_fleet_psi_recording_rule_equals_psi_of_summed_replica_bins(scenario: Sc
         timeout=MIN_HISTORY_SECONDS,
         interval=1.0,
     )
-    rule = f'model_feature:model_feature_psi:1h{{model="{FARE}", feature="miles"}}'
+    rule = f'model_feature:model_feature_psi:1h{{model="{FARE}", feature="miles", cluster=""}}'
 
     def evaluated() -> tuple[float, float] | None:
         now = time.time()
@@ -456,7 +467,77 @@ def test_fleet_psi_recording_rule_equals_psi_of_summed_replica_bins(scenario: Sc
         assert abs(other - expected) > 10 * tolerance, (other, expected, tolerance)
 
 
-# --- 4. a replica dies --------------------------------------------------------------------------
+# --- 4. the rules keep to their selector and keep fleets apart --------------------------------
+
+
+def _labelled(values: dict[frozenset[tuple[str, str]], float], label: str) -> dict[str, float]:
+    """An instant query's values by the value of ``label`` ("" where a series lacks it)."""
+    return {dict(key).get(label, ""): value for key, value in values.items()}
+
+
+def test_rules_keep_to_their_selector_and_fleets(scenario: Scenario) -> None:
+    stack = scenario.stack
+    prometheus = stack.prometheus
+    since = f"{max(1, int(time.time() - stack.first_scraped_at))}s"
+
+    # The foreign job was scraped all along, its model failing every call and predicting nothing:
+    # unscoped rules gave it thresholds, rates, and ModelHighErrorRatio and ModelNoPredictions.
+    foreign = f'{{job="{FOREIGN_JOB}", model="{FOREIGN_MODEL}"}}'
+    assert prometheus.values(f"model_info{foreign}"), prometheus.values(
+        f'up{{job="{FOREIGN_JOB}"}}'
+    )
+    failed = prometheus.values(f"increase(model_prediction_errors_total{foreign}[{since}])")
+    assert failed and min(failed.values()) > 100, failed
+    recorded = prometheus.values(
+        f'count_over_time({{__name__=~".+:.+", model="{FOREIGN_MODEL}"}}[{since}])'
+    )
+    assert recorded == {}, f"recorded series for the foreign job's model: {recorded}"
+    alerted = prometheus.values(f'count_over_time(ALERTS{{model="{FOREIGN_MODEL}"}}[{since}])')
+    assert alerted == {}, f"alerts for the foreign job's model: {alerted}"
+    assert _stored(stack.receiver.url, model=FOREIGN_MODEL) == []
+
+    # The same model in two fleets: two series of every rule, each with its own numbers. The
+    # second fleet is replica 1 alone, whose miles follow the reference: its PSI is far below
+    # the pooled fleet's, and its rate is replica 1's share of the traffic.
+    psi = _labelled(
+        prometheus.values(f'model_feature:model_feature_psi:1h{{model="{FARE}", feature="miles"}}'),
+        "cluster",
+    )
+    assert set(psi) == {"", SECOND_CLUSTER}, psi
+    assert psi[""] > 0.25 > psi[SECOND_CLUSTER], psi
+    calls = _labelled(
+        prometheus.values(
+            f'sum by (cluster) (model:model_prediction_calls:increase1h{{model="{FARE}"}})'
+        ),
+        "cluster",
+    )
+    assert set(calls) == {"", SECOND_CLUSTER} and calls[SECOND_CLUSTER] < calls[""], calls
+    thresholds = _labelled(
+        prometheus.values(
+            f'model_alert:model_alert_threshold:effective{{model="{FARE}", alert="error_ratio"}}'
+        ),
+        "cluster",
+    )
+    assert thresholds == {"": 0.05, SECOND_CLUSTER: 0.05}, thresholds
+    # Each fleet's alerts carry its cluster: the second fleet fails a sixth of its calls too.
+    ratio_alerts = _labelled(
+        prometheus.values(
+            f'ALERTS{{alertname="ModelHighErrorRatio", model="{FARE}", alertstate="firing"}}'
+        ),
+        "cluster",
+    )
+    assert set(ratio_alerts) == {"", SECOND_CLUSTER}, ratio_alerts
+
+    # Every exporter job is renamed (none is model-exporter), yet matched: no ModelExporterAbsent,
+    # not even pending, since every target was first scraped.
+    absent = prometheus.values(
+        f'count_over_time(ALERTS{{alertname="ModelExporterAbsent"}}[{since}])'
+    )
+    assert absent == {}, absent
+    assert _stored(stack.receiver.url, alertname="ModelExporterAbsent") == []
+
+
+# --- 5. a replica dies --------------------------------------------------------------------------
 
 
 def _alertmanager_alerts(url: str) -> list[dict[str, Any]]:
@@ -490,8 +571,9 @@ def test_killed_replica_fires_exporter_down_and_inhibits_the_models_alerts(
             return None
         targets = [
             a for a in alerts
-            if a["labels"].get("model") == FARE and a["labels"]["alertname"] in
-            ("ModelMAEHigh", "ModelFeatureDriftPSI") and a["labels"]["severity"] == "critical"
+            if a["labels"].get("model") == FARE and "cluster" not in a["labels"]
+            and a["labels"]["alertname"] in ("ModelMAEHigh", "ModelFeatureDriftPSI")
+            and a["labels"]["severity"] == "critical"
         ]  # fmt: skip
         if len(targets) == 2 and all(
             down["fingerprint"] in a["status"]["inhibitedBy"] for a in targets
@@ -507,11 +589,15 @@ def test_killed_replica_fires_exporter_down_and_inhibits_the_models_alerts(
     down = state["down"]
     assert down["labels"]["severity"] == "critical"
     assert down["labels"]["instance"] == victim.address
-    assert down["labels"]["job"] == EXPORTER_JOB
+    assert down["labels"]["job"] == FARE_JOB  # renamed, still matched by the selector
+    assert "cluster" not in down["labels"]
     assert down["status"]["state"] == "active"
     for alert in state["alerts"]:
         labels, status = alert["labels"], alert["status"]
-        if labels.get("model") == FARE and labels["alertname"] != "ModelExporterDown":
+        if labels.get("model") == FARE and labels.get("cluster") == SECOND_CLUSTER:
+            # The same model in the other fleet is served by its own targets: not hidden.
+            assert down["fingerprint"] not in status["inhibitedBy"], (labels, status)
+        elif labels.get("model") == FARE and labels["alertname"] != "ModelExporterDown":
             # Every other alert of the model is hidden while its exporter is down. Alertmanager
             # names one inhibiting alert: for a critical that can only be ModelExporterDown, a
             # warning may be named as inhibited by its critical instead.
