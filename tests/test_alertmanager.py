@@ -488,6 +488,8 @@ def test_live_routing_inhibition_and_templates(
     churn_mae = _alert("ModelMAEHigh", "critical", "churn", "6.2", version="7")
     # The same alert for another model: not inhibited (equal: [model]).
     fare_mae = _alert("ModelMAEHigh", "warning", "fare", "4.1", version="4")
+    # Slack's markup characters in a description: shown as text, not read as a link.
+    fare_mae["annotations"]["description"] = "MAE 4.1 > 3.5 & rising on <unk> tokens"
     # Another team's critical and warning of one alertname on two nodes: with inhibition matching
     # on alertname, model and feature alone (all equal or absent here), the critical of node-a hid
     # the warning of node-b. Neither is this project's: not inhibited, and notified to none of its
@@ -602,6 +604,9 @@ def test_live_routing_inhibition_and_templates(
     assert "feature `passenger_count`" in drift_slack["warning"]
     assert "trip_distance" not in drift_slack["warning"], "the inhibited warning was sent"
     assert not [m for m in slack if "churn" in m["title"] and "ModelMAEHigh" in m["title"]]
+    [fare_mae_slack] = [m for m in slack if "ModelMAEHigh" in m["title"]]
+    assert "MAE 4.1 &gt; 3.5 &amp; rising on &lt;unk&gt; tokens" in fare_mae_slack["text"]
+    assert "<unk>" not in fare_mae_slack["text"]
 
     # Email: rendered by email.tmpl, critical groups only.
     emails = dict(_parse_email(raw) for raw in smtp_server.messages)
