@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-lower lint unit stack bench bench-detection tools venv clean
+.PHONY: demo test test-lower lint unit stack bench bench-detection generate tools venv clean
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -56,6 +56,12 @@ SCENARIO ?= all
 DURATION ?= 600
 demo: venv tools
 	$(PY) -m exporter.cli demo-stack --scenario $(SCENARIO) --duration $(DURATION)
+
+# Rewrite every generated artefact (rules, PrometheusRule, Alertmanager configs, dashboards, the
+# docs' threshold table) from exporter/mixin/ with the shipped settings. A site generates its own
+# with `model-exporter generate --settings site.yml --out DIR`.
+generate: venv
+	$(PY) -m exporter.cli generate
 
 bench: venv
 	$(PY) benchmarks/bench_monitor.py

@@ -45,6 +45,7 @@ HELP = {
         "replay a prediction log through the monitor and the alert rules: which alerts "
         "would have fired, when"
     ),
+    "generate": "write the rules, alerts, Alertmanager subtree and dashboards for your settings",
 }
 
 
@@ -424,6 +425,18 @@ def _add_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.set_defaults(func=command.run)
 
 
+def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from exporter.mixin import command
+
+    p = sub.add_parser(
+        "generate",
+        help=HELP["generate"],
+        description=command.__doc__.split("\n\n")[1] if command.__doc__ else None,
+    )
+    command.add_arguments(p)
+    p.set_defaults(func=command.run)
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The command line; with ``command``, only that subcommand's arguments are defined (the
     others are listed with their one-line help), so running one command imports only its
@@ -460,6 +473,7 @@ _SUBCOMMANDS: dict[
     "demo": (HELP["demo"], _add_demo_traffic),
     "demo-stack": (HELP["demo-stack"], _add_demo_stack),
     "backtest": (HELP["backtest"], _add_backtest),
+    "generate": (HELP["generate"], _add_generate),
 }
 
 

@@ -13,7 +13,6 @@ import json
 import re
 import socketserver
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -113,13 +112,9 @@ def test_every_template_the_config_uses_is_defined() -> None:
 
 
 def test_the_complete_config_is_the_subtree_under_a_root_route() -> None:
-    # alertmanager.yml is written by scripts/build_alertmanager.py from model-exporter.yml, the
-    # part a user pastes into their own config; the demo and compose run the complete one.
-    build = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "build_alertmanager.py"), "--check"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert build.returncode == 0, build.stderr
+    # Both are generated (exporter/mixin/alertmanager.py, checked against the committed files by
+    # tests/test_mixin_generate.py): model-exporter.yml is the part a user pastes into their own
+    # config; the demo and compose run the complete one.
     complete, subtree = _load_yaml(CONFIG), _load_yaml(SUBTREE)
     assert complete["route"]["routes"] == [subtree["route"]]
     assert complete["inhibit_rules"] == subtree["inhibit_rules"]

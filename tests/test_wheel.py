@@ -24,7 +24,7 @@ from exporter.demo_models import fare
 from tests.binaries import free_port, wait_until_ready
 from tests.service_fixtures import ROOT, stop
 
-SUBCOMMANDS = ("baseline", "serve", "receiver", "demo", "demo-stack")
+SUBCOMMANDS = ("baseline", "serve", "receiver", "demo", "demo-stack", "backtest", "generate")
 INSTALL_TIMEOUT_SECONDS = 600
 
 
@@ -150,6 +150,29 @@ def test_serve_receiver_and_demo_run_from_the_wheel(installed: Path, tmp_path: P
     finally:
         stop(serve)
         stop(receiver)
+
+
+@pytest.mark.slow
+def test_generate_from_the_wheel_writes_a_sites_rules_alertmanager_and_dashboards(
+    installed: Path, tmp_path: Path
+) -> None:
+    """A site adopts the stack from the installed package alone: its settings, one command."""
+    settings = tmp_path / "site.yml"
+    settings.write_text('selector: job="fares"\nfleet_labels: [region]\n', encoding="utf-8")
+    result = _run(installed, "generate", "--settings", str(settings), "--out", "site",
+                  cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    site = tmp_path / "site"
+    expected = ("prometheus/rules/recording.yml", "prometheus/rules/alerts.yml",
+                "deploy/kubernetes/prometheusrule.yaml", "alertmanager/model-exporter.yml",
+                "alertmanager/alertmanager.yml", "grafana/dashboards/model-drift.json")  # fmt: skip
+    for path in expected:
+        assert (site / path).is_file(), path
+    assert 'job="fares"' in (site / "prometheus/rules/alerts.yml").read_text(encoding="utf-8")
+    assert not (site / "docs").exists(), "the project's own docs are not a site's artefact"
+    checked = _run(installed, "generate", "--settings", str(settings), "--out", "site", "--check",
+                   cwd=tmp_path)  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
 
 
 @pytest.mark.slow

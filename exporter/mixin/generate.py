@@ -15,10 +15,10 @@ from exporter.mixin.settings import Settings
 
 def artefacts(settings: Settings) -> dict[str, str]:
     """Every generated file, by path relative to the output root."""
-    from exporter.mixin import dashboards, rules
+    from exporter.mixin import alertmanager, dashboards, rules
 
     files: dict[str, str] = {}
-    for builder in (rules.artefacts, dashboards.artefacts):
+    for builder in (rules.artefacts, alertmanager.artefacts, dashboards.artefacts):
         for path, text in builder(settings).items():
             if path in files:
                 raise RuntimeError(f"two builders generate {path}")

@@ -125,8 +125,16 @@ class Settings:
             data = yaml.safe_load(path.read_text(encoding="utf-8"))
         except OSError as exc:
             raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"{path}: not UTF-8 text") from None
+        except RecursionError:
+            raise SettingsError(f"{path}: not valid YAML: nested too deeply") from None
         except yaml.YAMLError as exc:
-            raise SettingsError(f"{path}: not valid YAML: {exc}") from None
+            # One line, as every error of the command line: where, then what.
+            mark = getattr(exc, "problem_mark", None)
+            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise SettingsError(f"{path}: not valid YAML{at}: {problem}") from None
         return cls.from_mapping(data or {}, source=str(path))
 
 
