@@ -468,9 +468,15 @@ def bins_per_feature(files: list[Path]) -> dict[str, float]:
     return totals
 
 
-def predict_concurrently(url: str, count: int, acked_at: list[float] | None = None) -> int:
+def predict_concurrently(
+    url: str,
+    count: int,
+    acked_at: list[float] | None = None,
+    made: list[tuple[str, float]] | None = None,
+) -> int:
     """``count`` single predictions from 4 threads with their own connections; how many got 200
-    (connections spread over the workers). ``acked_at`` gathers when each answer arrived."""
+    (connections spread over the workers). ``acked_at`` gathers when each answer arrived, and
+    ``made`` each (prediction id, prediction)."""
     answered: list[int] = []
 
     def client_loop(n: int) -> None:
@@ -480,6 +486,9 @@ def predict_concurrently(url: str, count: int, acked_at: list[float] | None = No
                 answered.append(answer.status_code)
                 if acked_at is not None:
                     acked_at.append(time.monotonic())
+                if made is not None and answer.status_code == 200:
+                    body = answer.json()
+                    made.append((body["prediction_id"], body["prediction"]))
 
     threads = [threading.Thread(target=client_loop, args=(count // 4,)) for _ in range(4)]
     for thread in threads:
@@ -507,16 +516,25 @@ def test_a_killed_worker_is_replaced_and_totals_stay_exact(tmp_path: Path) -> No
         for pid in workers:
             assert arenas.encode() in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
         acked_at: list[float] = []
-        answered = predict_concurrently(url, 160, acked_at)
+        made: list[tuple[str, float]] = []
+        answered = predict_concurrently(url, 160, acked_at, made)
         # Then a pause longer than a flush interval and a short burst just before the kill: the
         # first burst's bins must all have reached the files, the last one's may be lost.
         time.sleep(FLUSH_INTERVAL_SECONDS + 0.5)
-        answered += predict_concurrently(url, 40, acked_at)
+        answered += predict_concurrently(url, 40, acked_at, made)
         victim = max(workers, key=lambda pid: predictions_in([multiproc / f"counter_{pid}.db"]))
         victims_share = predictions_in([multiproc / f"counter_{victim}.db"])
         assert victims_share > 0
-        os.kill(victim, signal.SIGKILL)
-        killed_at = time.monotonic()
+        # The kill lands in a burst of feedback for those predictions, on both workers.
+        kills: list[float] = []
+
+        def kill() -> None:
+            os.kill(victim, signal.SIGKILL)
+            kills.append(time.monotonic())
+
+        outcomes = [(pid, prediction + 1.0) for pid, prediction in made]
+        acknowledged = feedback_until_killed(url, outcomes, kill, len(outcomes) // 3)
+        [killed_at] = kills
         replaced = poll(lambda: len(worker_pids(process.pid) - workers) == 1, timeout=WAIT_SECONDS)
         assert replaced, "uvicorn did not start a new worker"
         # A stale window file of the dead worker: when a sweep deletes it, the sweep has run.
@@ -524,6 +542,8 @@ def test_a_killed_worker_is_replaced_and_totals_stay_exact(tmp_path: Path) -> No
         probe.write_bytes(b"")
         os.utime(probe, (0, 0))
         answered += predict_concurrently(url, 200)
+        with httpx.Client(base_url=url, timeout=10) as client:
+            again = send_feedback(client, outcomes)  # every outcome again, as a client retries
         swept = poll(lambda: not probe.exists(),
                      timeout=SWEEP_EVERY_TICKS * FLUSH_INTERVAL_SECONDS + WAIT_SECONDS)  # fmt: skip
         assert swept, "no worker swept the dead worker's files"
@@ -540,8 +560,22 @@ def test_a_killed_worker_is_replaced_and_totals_stay_exact(tmp_path: Path) -> No
     assert victims_bins, "the victim flushed no bin counts at all"
     for feature, counted in victims_bins.items():
         assert victims_share - recent <= counted <= victims_share, (feature, counted, recent)
+    # Feedback: every acknowledged outcome was kept (the retry finds it a duplicate), none was
+    # lost, and none was counted twice. An outcome the victim committed but had not counted yet
+    # when it died is stored and never counted: the retry answers `duplicate`. That is at most
+    # one per /feedback request the victim was handling at the kill (BURST_CLIENTS connections;
+    # its counting takes microseconds after the commit); counted exactly once otherwise.
+    assert {again[pid] for pid in acknowledged} == {"duplicate"}
+    assert set(again.values()) <= {"recorded", "duplicate"}
+    with contextlib.closing(
+        sqlite3.connect(f"file:{data / DATABASE_NAME}?mode=ro", uri=True)
+    ) as db:
+        [(stored,)] = db.execute("SELECT COUNT(*) FROM predictions WHERE actual IS NOT NULL")
+    counted = total(text, "model_absolute_error_count", **MODEL)
+    assert stored == len(outcomes)
+    assert 0 <= stored - counted <= BURST_CLIENTS, (stored, counted)
     # Every surviving worker's counts reach the totals: bins of each feature = predictions - lost.
-    lost = {f: victims_share - counted for f, counted in victims_bins.items()}
+    lost = {f: victims_share - binned for f, binned in victims_bins.items()}
     for feature, lost_here in lost.items():
         assert total(text, "model_feature_bin_total", **MODEL, feature=feature) == pytest.approx(
             answered - lost_here
