@@ -15,6 +15,7 @@ from pathlib import Path
 
 from exporter.errors import CommandError
 from exporter.mixin.generate import differing, write
+from exporter.mixin.rules import MixinError
 from exporter.mixin.settings import Settings, SettingsError
 
 
@@ -40,7 +41,14 @@ def run(args: argparse.Namespace) -> int:
     except SettingsError as exc:
         raise CommandError(str(exc)) from None
     out: Path = args.out
-    if args.check:
+    try:
+        return _generate(out, settings, check=args.check)
+    except MixinError as exc:  # settings the validation let through but a template cannot take
+        raise CommandError(f"cannot generate for these settings: {exc}") from None
+
+
+def _generate(out: Path, settings: Settings, *, check: bool) -> int:
+    if check:
         stale = differing(out, settings)
         for path in stale:
             print(f"{out / path}: differs from what `model-exporter generate` writes",

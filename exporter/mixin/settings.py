@@ -174,8 +174,21 @@ def _split_matchers(selector: str) -> list[str]:
     return parts
 
 
+#: Characters no setting may hold: control characters and the Unicode line breaks. Every
+#: setting lands in a YAML or PromQL text, where a line break would end the value and let the
+#: rest be read as more configuration.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")
+
+
 def _problems(settings: Settings) -> list[str]:
     problems = []
+    for item in fields(settings):
+        value = getattr(settings, item.name)
+        texts = value if isinstance(value, tuple) else (value,)
+        for text in texts:
+            if isinstance(text, str) and _CONTROL.search(text):
+                problems.append(f"{item.name}: control characters and line breaks are not allowed")
+                break
     try:
         _parse_selector(settings.selector)
     except SettingsError as exc:
