@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
 
 from exporter.errors import ExporterError
 from exporter.mixin.thresholds import KEYS
 from exporter.windows import WindowSpec, parse_duration
+from exporter.yaml_file import YamlFileError, load_yaml_file
 
 #: Keys of ``thresholds`` the shipped alert rules read (exporter/mixin/thresholds.py, the table the
 #: rules' defaults and docs/metrics.md are generated from); others are refused so a typo does not
@@ -182,42 +182,13 @@ def with_overrides(
 MAX_CONFIG_BYTES = 1_048_576
 
 
-class _NoAliasLoader(yaml.SafeLoader):
-    """SafeLoader that refuses anchors/aliases: no 'billion laughs' from a config file."""
-
-    def compose_node(self, parent: Any, index: Any) -> Any:
-        if self.check_event(yaml.AliasEvent):
-            event = self.peek_event()  # type: ignore[no-untyped-call]
-            raise yaml.composer.ComposerError(
-                None, None, "aliases (*name) are not allowed in this config", event.start_mark
-            )
-        return super().compose_node(parent, index)
-
-
 def load_config(path: str | os.PathLike[str]) -> MonitorConfig:
     """Read and validate a monitor config; any problem raises :class:`ConfigError`."""
     where = Path(path)
-    # A FIFO would block and a device (/dev/zero) never end: only regular files are read.
-    if where.exists() and not where.is_dir() and not where.is_file():
-        raise ConfigError(f"{where}: cannot read the config: not a regular file")
     try:
-        with where.open("rb") as handle:
-            raw = handle.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"{where}: cannot read the config: {exc.strerror or exc}") from None
-    if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"{where}: the config is larger than {MAX_CONFIG_BYTES} bytes")
-    try:
-        document = yaml.load(raw.decode("utf-8"), Loader=_NoAliasLoader)  # noqa: S506
-    except UnicodeDecodeError:
-        raise ConfigError(f"{where}: the config is not UTF-8 text") from None
-    except RecursionError:
-        raise ConfigError(f"{where}: not valid YAML: nested too deeply") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError(f"{where}: not valid YAML{at}: {problem}") from None
+        document = load_yaml_file(where, what="the config", max_bytes=MAX_CONFIG_BYTES)
+    except YamlFileError as exc:
+        raise ConfigError(str(exc)) from None
     return config_from_document(document, source=where)
 
 

@@ -115,7 +115,8 @@ def test_check_names_a_file_that_drifted(site: Path, tmp_path: Path) -> None:
         ("fleet_labels: [model]\n", "one of the exporter's own labels"),
         ("colour: blue\n", "unknown settings ['colour']"),
         ("thresholds: {psi_warnin: 0.2}\n", "psi_warnin"),
-        ("selector: [\n", "not valid YAML"),
+        ("selector: [\n", "not valid YAML (line 2, column 1)"),
+        ("a: &x [1]\nb: *x\n", "aliases"),
         # A line break would end the value in the YAML or PromQL it lands in, and let the rest be
         # read as more configuration.
         ('selector: "job=\\"a\\n- record: x\\""\n', "line breaks are not allowed"),
@@ -132,3 +133,16 @@ def test_bad_settings_are_one_line_naming_the_file_and_key(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and str(settings) in lines[0] and reason in lines[0], result.stderr
     assert not (tmp_path / "out").exists(), "something was written for bad settings"
+
+
+def test_a_settings_path_that_is_not_a_regular_file_is_refused_without_reading(
+    tmp_path: Path,
+) -> None:
+    """/dev/zero would never end and a FIFO would block: refused as a config is."""
+    result = generate("--settings", "/dev/zero", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2
+    assert "not a regular file" in result.stderr
+    big = tmp_path / "big.yml"
+    big.write_bytes(b"# " + b"x" * 2_000_000 + b"\n")
+    result = generate("--settings", str(big), "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "larger than" in result.stderr

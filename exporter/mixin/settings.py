@@ -16,10 +16,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from exporter.errors import ExporterError
 from exporter.mixin.thresholds import KEYS
+from exporter.yaml_file import YamlFileError, load_yaml_file
 
 #: A label name as Prometheus accepts it.
 _LABEL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -120,21 +119,12 @@ class Settings:
 
     @classmethod
     def from_file(cls, path: Path) -> Settings:
-        """Settings from a YAML file (an empty file gives the defaults)."""
+        """Settings from a YAML file (an empty file gives the defaults); read as a config is:
+        regular files only, at most 1 MiB, no aliases, every problem one line."""
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise SettingsError(f"{path}: cannot read: {exc.strerror or exc}") from None
-        except UnicodeDecodeError:
-            raise SettingsError(f"{path}: not UTF-8 text") from None
-        except RecursionError:
-            raise SettingsError(f"{path}: not valid YAML: nested too deeply") from None
-        except yaml.YAMLError as exc:
-            # One line, as every error of the command line: where, then what.
-            mark = getattr(exc, "problem_mark", None)
-            at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise SettingsError(f"{path}: not valid YAML{at}: {problem}") from None
+            data = load_yaml_file(path, what="the settings")
+        except YamlFileError as exc:
+            raise SettingsError(str(exc)) from None
         return cls.from_mapping(data or {}, source=str(path))
 
 
