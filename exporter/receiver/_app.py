@@ -320,7 +320,8 @@ def create_app(
         model: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         alertname: Annotated[str | None, Query(max_length=MAX_FILTER_LENGTH)] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_LIST_LIMIT)] = DEFAULT_LIST_LIMIT,
-        before: Annotated[int | None, Query(ge=1)] = None,
+        # SQLite integers are 64-bit: a larger cursor was an OverflowError (a 500).
+        before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> Any:
         """Stored alerts, newest first, filtered by status, ``model`` label and alertname; a page
         holds ``limit`` alerts or about 4 MiB, and ``next``, passed as ``before``, continues."""
