@@ -153,7 +153,8 @@ def test_docs_tables_parse() -> None:
     versioned = versioned_rules()
     assert "model:model_prediction_duration_seconds:p95_1h" in versioned
     assert "model_class:model_outcomes:f1_1h" in versioned
-    assert "model_feature:model_feature_psi:1h" not in versioned
+    assert "model_feature:model_feature_psi:1h" in versioned  # each version has its reference
+    assert "model_feature_bin:model_feature_reference_ratio:dedup" in versioned
     assert "model_alert:model_alert_threshold:effective" not in versioned
 
 
@@ -506,7 +507,9 @@ def test_every_raw_query_honours_every_variable_and_rules_their_labels() -> None
         'version=~"$version"',
     }
     drift = by_kind["model_feature:model_feature_psi:1h"]
-    assert 'version=~"$version"' not in drift  # the drift rules pool versions
+    # The drift rules keep the version (each is compared with its own reference profile).
+    assert rule <= drift
+    assert 'version=~"$version"' not in by_kind["model_alert:model_alert_threshold:effective"]
     assert {'model=~"$model|"', 'version=~"$version|"'} <= by_kind["ALERTS"]
 
 
@@ -518,7 +521,11 @@ def test_scope_markers_expand_by_series_kind_and_refuse_what_they_cannot_scope()
         'instance=~"$instance", le!="+Inf"})'
     )
     assert scope.expand("model_feature:model_feature_psi:1h{@}") == (
-        'model_feature:model_feature_psi:1h{region=~"$region", model=~"$model"}'
+        'model_feature:model_feature_psi:1h{region=~"$region", model=~"$model", '
+        'version=~"$version"}'
+    )
+    assert scope.expand("model_alert:model_alert_threshold:effective{@}") == (
+        'model_alert:model_alert_threshold:effective{region=~"$region", model=~"$model"}'
     )
     with pytest.raises(ValueError, match="receiver"):
         scope.expand("model_alert_notifications_total{@}")

@@ -24,20 +24,21 @@ from exporter.mixin.settings import Settings
 def rows(settings: Settings) -> list[Json]:
     return [
         row(
-            "Fleet-wide drift (every replica and version, recording rules)",
+            "Fleet-wide drift (every replica of each version, recording rules)",
             [
                 timeseries(
                     "PSI per feature, last hour",
                     (
                         "Population stability index of each feature's last hour against its "
-                        "reference bins, from bin counters summed over every replica, shares "
-                        "clamped at 1e-4 (model_feature:model_feature_psi:1h). All versions: "
-                        "bins come from the reference profile. Orange from 0.1, red from 0.25."
+                        "reference bins, from bin counters summed over every replica of a "
+                        "version, shares clamped at 1e-4 (model_feature:model_feature_psi:1h). "
+                        "One series per feature and version: each version is compared with its "
+                        "own reference profile. Orange from 0.1, red from 0.25."
                     ),
                     [
                         target(
                             'model_feature:model_feature_psi:1h{@, feature=~"$feature"}',
-                            "{{feature}}",
+                            "{{feature}} {{version}}",
                         )
                     ],
                     w=9,
@@ -53,7 +54,7 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_psi:1d{@, feature=~"$feature"}',
-                            "{{feature}}",
+                            "{{feature}} {{version}}",
                         )
                     ],
                     w=9,
@@ -68,12 +69,12 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_psi:1h{@, feature=~"$feature"}',
-                            "{{feature}} 1h",
+                            "{{feature}} {{version}} 1h",
                             instant=True,
                         ),
                         target(
                             'model_feature:model_feature_psi:1d{@, feature=~"$feature"}',
-                            "{{feature}} 1d",
+                            "{{feature}} {{version}} 1d",
                             instant=True,
                         ),
                     ],
@@ -90,7 +91,7 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_zscore:1h{@, feature=~"$feature"}',
-                            "{{feature}}",
+                            "{{feature}} {{version}}",
                         )
                     ],
                     w=12,
@@ -131,7 +132,9 @@ def rows(settings: Settings) -> list[Json]:
                         "(model_feature_bin:model_feature_bin:share1h / share1d and "
                         "model_feature_bin:model_feature_reference_ratio:dedup). Numeric bins "
                         "are 00, 01, … in value order; categorical bins are the categories and "
-                        "__other__. One chart per selected feature."
+                        "__other__. One chart per selected feature. Bins are those of each "
+                        "version's own reference profile: select one version to read its bins "
+                        "against its reference."
                     ),
                     [
                         target(
@@ -340,10 +343,12 @@ def rows(settings: Settings) -> list[Json]:
                     ),
                     [
                         target(
-                            'model_feature:model_feature_psi:1h{@, feature="__prediction__"}', "1h"
+                            'model_feature:model_feature_psi:1h{@, feature="__prediction__"}',
+                            "{{version}} 1h",
                         ),
                         target(
-                            'model_feature:model_feature_psi:1d{@, feature="__prediction__"}', "1d"
+                            'model_feature:model_feature_psi:1d{@, feature="__prediction__"}',
+                            "{{version}} 1d",
                         ),
                     ],
                     w=8,
@@ -355,7 +360,7 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "Share of predictions per output bin (classes for a classifier, value "
                         "bins for a regressor) over the last hour and day, next to the "
-                        "reference predictions."
+                        "reference predictions (select one version: each has its own reference)."
                     ),
                     [
                         target(
@@ -422,7 +427,7 @@ def rows(settings: Settings) -> list[Json]:
                         ),
                         target(
                             'model_feature:model_feature_zscore:1h{@, feature="__prediction__"}',
-                            "z-score 1h (fleet)",
+                            "z-score {{version}} 1h (fleet)",
                         ),
                     ],
                     w=8,
@@ -438,7 +443,7 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_bin:increase1h{@, feature=~"$feature"}',
-                            "{{feature}}",
+                            "{{feature}} {{version}}",
                         )
                     ],
                     w=24,
@@ -459,23 +464,23 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_psi:2m{@, feature=~"$feature"}',
-                            "{{feature}} 2m",
+                            "{{feature}} {{version}} 2m",
                         ),
                         target(
                             'model_feature:model_feature_psi:15m{@, feature=~"$feature"}',
-                            "{{feature}} 15m",
+                            "{{feature}} {{version}} 15m",
                         ),
                         target(
                             'model_feature:model_feature_psi:1h{@, feature=~"$feature"}',
-                            "{{feature}} 1h",
+                            "{{feature}} {{version}} 1h",
                         ),
                         target(
                             'model_feature:model_feature_psi:6h{@, feature=~"$feature"}',
-                            "{{feature}} 6h",
+                            "{{feature}} {{version}} 6h",
                         ),
                         target(
                             'model_feature:model_feature_psi:1d{@, feature=~"$feature"}',
-                            "{{feature}} 1d",
+                            "{{feature}} {{version}} 1d",
                         ),
                     ],
                     w=8,
@@ -490,19 +495,19 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_psi_excess:2m{@, feature=~"$feature"}',
-                            "{{feature}} 2m",
+                            "{{feature}} {{version}} 2m",
                         ),
                         target(
                             'model_feature:model_feature_psi_excess:15m{@, feature=~"$feature"}',
-                            "{{feature}} 15m",
+                            "{{feature}} {{version}} 15m",
                         ),
                         target(
                             'model_feature:model_feature_psi_excess:1h{@, feature=~"$feature"}',
-                            "{{feature}} 1h",
+                            "{{feature}} {{version}} 1h",
                         ),
                         target(
                             'model_feature:model_feature_psi_excess:6h{@, feature=~"$feature"}',
-                            "{{feature}} 6h",
+                            "{{feature}} {{version}} 6h",
                         ),
                         target(
                             (
@@ -526,23 +531,23 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_g:2m{@, feature=~"$feature"}',
-                            "{{feature}} 2m",
+                            "{{feature}} {{version}} 2m",
                         ),
                         target(
                             'model_feature:model_feature_g:15m{@, feature=~"$feature"}',
-                            "{{feature}} 15m",
+                            "{{feature}} {{version}} 15m",
                         ),
                         target(
                             'model_feature:model_feature_g:1h{@, feature=~"$feature"}',
-                            "{{feature}} 1h",
+                            "{{feature}} {{version}} 1h",
                         ),
                         target(
                             'model_feature:model_feature_g:6h{@, feature=~"$feature"}',
-                            "{{feature}} 6h",
+                            "{{feature}} {{version}} 6h",
                         ),
                         target(
                             'model_feature:model_feature_g:critical{@, feature=~"$feature"}',
-                            "{{feature}} critical",
+                            "{{feature}} {{version}} critical",
                         ),
                     ],
                     w=8,
@@ -556,19 +561,19 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_zscore:2m{@, feature=~"$feature"}',
-                            "{{feature}} 2m",
+                            "{{feature}} {{version}} 2m",
                         ),
                         target(
                             'model_feature:model_feature_zscore:15m{@, feature=~"$feature"}',
-                            "{{feature}} 15m",
+                            "{{feature}} {{version}} 15m",
                         ),
                         target(
                             'model_feature:model_feature_zscore:1h{@, feature=~"$feature"}',
-                            "{{feature}} 1h",
+                            "{{feature}} {{version}} 1h",
                         ),
                         target(
                             'model_feature:model_feature_zscore:6h{@, feature=~"$feature"}',
-                            "{{feature}} 6h",
+                            "{{feature}} {{version}} 6h",
                         ),
                     ],
                     w=8,
@@ -584,19 +589,19 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_zscore_excess:2m{@, feature=~"$feature"}',
-                            "{{feature}} 2m",
+                            "{{feature}} {{version}} 2m",
                         ),
                         target(
                             'model_feature:model_feature_zscore_excess:15m{@, feature=~"$feature"}',
-                            "{{feature}} 15m",
+                            "{{feature}} {{version}} 15m",
                         ),
                         target(
                             'model_feature:model_feature_zscore_excess:1h{@, feature=~"$feature"}',
-                            "{{feature}} 1h",
+                            "{{feature}} {{version}} 1h",
                         ),
                         target(
                             'model_feature:model_feature_zscore_excess:6h{@, feature=~"$feature"}',
-                            "{{feature}} 6h",
+                            "{{feature}} {{version}} 6h",
                         ),
                         target(
                             (
@@ -619,19 +624,19 @@ def rows(settings: Settings) -> list[Json]:
                     [
                         target(
                             'model_feature:model_feature_bin:increase2m{@, feature=~"$feature"}',
-                            "{{feature}} 2m",
+                            "{{feature}} {{version}} 2m",
                         ),
                         target(
                             'model_feature:model_feature_bin:increase15m{@, feature=~"$feature"}',
-                            "{{feature}} 15m",
+                            "{{feature}} {{version}} 15m",
                         ),
                         target(
                             'model_feature:model_feature_bin:increase1h{@, feature=~"$feature"}',
-                            "{{feature}} 1h",
+                            "{{feature}} {{version}} 1h",
                         ),
                         target(
                             'model_feature:model_feature_bin:increase6h{@, feature=~"$feature"}',
-                            "{{feature}} 6h",
+                            "{{feature}} {{version}} 6h",
                         ),
                     ],
                     w=8,

@@ -8,8 +8,8 @@ series' kind, so the selector and the variables are written once, here:
 * the exporter's own series: the site's selector, then every variable (the fleet labels, ``job``,
   ``model``, ``version``, ``instance``);
 * recording-rule series (``level:metric:operations``), which have no ``job`` or ``instance``: the
-  fleet labels, ``model`` and ``version`` when the rule keeps it (the drift and threshold rules
-  pool versions: docs/metrics.md);
+  fleet labels, ``model`` and ``version`` when the rule keeps it (every rule but the threshold
+  rule, which is per model: docs/metrics.md);
 * ``ALERTS``: the fleet labels, and ``model`` and ``version`` or none, since some alerts (an
   exporter down, a drifting feature) carry no model or no version.
 
@@ -37,8 +37,9 @@ DASHBOARDS_DIR = "grafana/dashboards"
 DATASOURCE_FILE = "grafana/provisioning/datasources/prometheus.yml"
 #: Where the provisioned datasource points: the Prometheus of docker-compose.monitoring.yml.
 PROMETHEUS_URL = "http://prometheus:9090"
-#: Recording rules whose series keep no ``version`` (docs/metrics.md, "labels kept").
-VERSIONLESS_RULE_LEVELS = ("model_feature:", "model_feature_bin:", "model_alert:")
+#: Recording rules whose series keep no ``version`` (docs/metrics.md, "labels kept"): only the
+#: thresholds, which are per model. The drift rules keep it (each version has its own reference).
+VERSIONLESS_RULE_LEVELS = ("model_alert:",)
 #: Series of the webhook receiver (job model-alert-receiver): no model, version or instance, and
 #: not matched by the exporter's selector.
 RECEIVER_SERIES = frozenset({"model_alert_notifications_total", "model_alert_actions_total"})
