@@ -46,7 +46,12 @@ class Calls:
         if isinstance(error, str):
             kind = error
         else:
-            kind = (error if isinstance(error, type) else type(error)).__name__
+            # An exception standing for another (the service's ModelAborted for a SystemExit its
+            # model raised) names the class it stands for.
+            kind = (
+                getattr(error, "error_kind", None)
+                or (error if isinstance(error, type) else type(error)).__name__
+            )
         kind = label_value(kind)
         child = self.errors.get(kind)
         if child is None:

@@ -486,3 +486,54 @@ def test_serve_caps_malloc_arenas_unless_the_operator_chose(
     monkeypatch.setenv("MALLOC_ARENA_MAX", "6")
     cli.limit_malloc_arenas()
     assert os.environ["MALLOC_ARENA_MAX"] == "6"
+
+
+UNRULY_MODEL = """
+def predict(features):
+    kind = features["kind"]
+    if kind == "exit":
+        raise SystemExit(3)
+    if kind == "interrupt":
+        raise KeyboardInterrupt
+    if kind == "set":
+        return {1, 2}
+    if kind == "bytes":
+        return b"\\xff"
+    if kind == "deep":
+        nested = []
+        for _ in range(10_000):
+            nested = [nested]
+        return nested
+    return "fine"
+"""
+
+
+@pytest.mark.parametrize(
+    ("kind", "error"),
+    [("exit", "SystemExit"), ("interrupt", "KeyboardInterrupt"), ("set", "ModelOutputError"),
+     ("bytes", "ModelOutputError"), ("deep", "ModelOutputError")],
+)  # fmt: skip
+def test_a_model_that_exits_or_answers_what_json_cannot_carry_is_a_counted_500(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, error: str
+) -> None:
+    """Found in the second hostile review: these were starlette's plain-text 500, not counted
+    as model errors (the error-ratio alert never saw them) while the prediction was counted."""
+    (tmp_path / "unruly_model.py").write_text(UNRULY_MODEL, encoding="utf-8")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    config = tmp_path / "monitor.yml"
+    config.write_text(
+        "model: {name: unruly, task: classification, import_path: 'unruly_model:predict'}\n"
+        "outcomes: {store: memory}\n",
+        encoding="utf-8",
+    )
+    service = build_service(load_config(config), tmp_path / "data")
+    with TestClient(create_app(service)) as client:
+        answer = client.post("/predict", json={"features": {"kind": kind}})
+        assert answer.status_code == 500
+        assert answer.json() == {"detail": "the model failed to predict"}
+        assert client.post("/predict", json={"features": {"kind": "ok"}}).status_code == 200
+        text = client.get("/metrics").text
+    assert sample(text, "model_prediction_errors_total", error=error) == 1
+    assert sample(text, "model_prediction_duration_seconds_count") == 2
+    predicted = metric_samples(text, "model_predictions_total")
+    assert sum(predicted.values()) == 1, "the failed call was counted as a prediction"

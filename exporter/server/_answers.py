@@ -63,6 +63,47 @@ def split_output(result: Any) -> tuple[Any, Any]:
     return _jsonable(prediction), confidence
 
 
+#: Deeper than this, a model's answer is not answered (JSON encoders recurse per level).
+MAX_ANSWER_DEPTH = 64
+
+
+class ModelOutputError(TypeError):
+    """The model returned something ``/predict`` cannot answer as JSON (a set, bytes, an
+    object, nesting deeper than MAX_ANSWER_DEPTH): a failed call, counted under this name."""
+
+
+def check_answerable(result: Any) -> None:
+    """Raise :class:`ModelOutputError` unless the model's prediction can be answered as JSON."""
+    try:
+        prediction, _ = split_output(result)
+    except RecursionError:
+        raise ModelOutputError("the model's answer is nested too deeply") from None
+    problem = _not_json(prediction, 0)
+    if problem is not None:
+        raise ModelOutputError(f"the model's answer holds {problem}, which JSON cannot carry")
+
+
+def _not_json(value: Any, depth: int) -> str | None:
+    """What in ``value`` (already through _jsonable) JSON cannot carry, or None."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None
+    if depth >= MAX_ANSWER_DEPTH:
+        return f"nesting deeper than {MAX_ANSWER_DEPTH}"
+    if isinstance(value, list):
+        for item in value:
+            problem = _not_json(item, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    if isinstance(value, dict):
+        for item in value.values():
+            problem = _not_json(item, depth + 1)
+            if problem is not None:
+                return problem
+        return None
+    return f"a {type(value).__name__}"
+
+
 def answered_confidence(confidence: Any) -> float | None:
     """The confidence an answer carries: the one the monitor counts, or null when it is
     missing or invalid (not a number, NaN, outside [0, 1])."""

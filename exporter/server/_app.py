@@ -23,8 +23,10 @@ from exporter.outcomes import MemoryOutcomeStore, StoreError
 from exporter.security import DOCS_PATHS, PROBE_PATHS, require_bearer
 from exporter.server._answers import (
     FEEDBACK_STATUS,
+    ModelOutputError,
     RequestError,
     answered_confidence,
+    check_answerable,
     error_answer,
     split_output,
 )
@@ -93,14 +95,31 @@ def create_app(service: Service) -> FastAPI:
     calls = monitor.instrument.caller(features=watched, output=split_output,
                                       keep=not durable_store)  # fmt: skip
 
+    def run_model(raw: dict[str, Any]) -> Any:
+        """The model's answer to one instance, in a worker thread; what it cannot answer fails
+        the call like an exception of the model would."""
+        try:
+            result = service.predict(raw)
+        except Exception:
+            raise
+        except BaseException as exc:
+            # In a worker thread a SystemExit, KeyboardInterrupt or bare BaseException can only
+            # come from the model's own code: a failed call counted under its class, answered
+            # with the usual 500, never a reason for the service to stop.
+            raise ModelAborted(exc) from exc
+        check_answerable(result)
+        return result
+
     async def _predict_one(features: dict[str, Any]) -> dict[str, Any]:
         raw = dict(features)
         # The latency counts from here: a call waiting for a free thread is slow for its client.
         start = time.perf_counter()
         try:
-            answered = await run_in_threadpool(calls.call, service.predict, (raw,), started=start)
+            answered = await run_in_threadpool(calls.call, run_model, (raw,), started=start)
         except Exception as exc:
-            log.warning("model %s raised %s", config.model.name, type(exc).__name__)
+            kind = getattr(exc, "error_kind", None) or type(exc).__name__
+            detail = f": {exc}" if isinstance(exc, ModelOutputError) else ""
+            log.warning("model %s raised %s%s", config.model.name, kind, detail)
             raise _ModelFailed from None
         prediction_id = answered.prediction_id
         if prediction_id is None:  # the answer could not be read (counted as a monitor error)
@@ -224,6 +243,15 @@ def _open_paths(config: MonitorConfig) -> frozenset[str]:
     """The paths that need no token: probes, docs and, unless protected, /metrics."""
     metrics = frozenset() if config.service.auth.protect_metrics else frozenset({"/metrics"})
     return PROBE_PATHS | DOCS_PATHS | metrics
+
+
+class ModelAborted(Exception):
+    """A BaseException the model raised (SystemExit, KeyboardInterrupt), carried as an
+    Exception so it is handled as a failed call; counted under the original class's name."""
+
+    def __init__(self, original: BaseException) -> None:
+        super().__init__(f"the model raised {type(original).__name__}")
+        self.error_kind = type(original).__name__
 
 
 class _ModelFailed(Exception):
