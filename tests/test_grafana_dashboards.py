@@ -482,6 +482,136 @@ def test_custom_settings_leave_no_trace_of_the_defaults() -> None:
         assert names[:6] == ["datasource", "region", "job", "model", "version", "instance"]
 
 
+#: Every threshold key overridden, each with a value no default and no other number of the
+#: dashboards has.
+OVERRIDDEN = {
+    "error_ratio": 0.07,
+    "latency_p95_seconds": 0.35,
+    "latency_p95_critical_seconds": 0.9,
+    "psi_warning": 0.13,
+    "psi_critical": 0.33,
+    "zscore_warning": 1.7,
+    "zscore_critical": 2.6,
+    "output_psi": 0.41,
+    "mae_warning": 4.2,
+    "mae_critical": 6.3,
+    "accuracy_min": 0.77,
+    "accuracy_drop": 0.15,
+    "low_confidence_share": 0.22,
+    "invalid_ratio": 0.09,
+    "min_samples": 150,
+}
+#: The shipped defaults as the dashboards wrote them: numbers and percentages.
+OLD_DEFAULTS = {"0.05", "5%", "0.5", "0.1", "0.10", "10%", "0.25", "1.5", "2", "2.0", "3.5"}
+OLD_DEFAULTS |= {"5.0", "5", "0.3", "30%", "100", "1"}
+#: Numbers of the descriptions that are not thresholds: the monitor's confidence cut points and
+#: buckets, the KS test's significance level, the MAE buckets, the within-$X distances, windows
+#: and formulas.
+NOT_THRESHOLDS = (
+    "below 0.5",
+    "(< 0.5)",
+    "(>= 0.8)",
+    "(0.1 … 0.9, 0.95, 0.99, 1)",
+    "Below 0.05 (red)",
+    "within 5 of",
+    "up to 2, 5 and 10",
+    "(0.1 … 100)",
+    "100,000",
+    " 5 minutes",
+    "bins − 1",
+    "(1 − accuracy_drop)",
+)
+#: Panels whose colour steps are not alert thresholds: (title, steps). The coverage's colours,
+#: the KS test's significance level, and counts coloured from the first one.
+STEPS_NOT_THRESHOLDS = {
+    "Ground-truth coverage (1h)": [0.1, 0.5],
+    "KS p-value per process": [0.05],
+    "Critical alerts firing": [1],
+    "Warning alerts firing": [1],
+    "Alerts pending": [1],
+    "Expired outcomes (time range)": [1],
+}
+_NUMBER = re.compile(r"(?<![\w.$-])\d+(?:\.\d+)?%?(?![\w.])")
+
+
+def test_dashboards_show_the_thresholds_of_the_settings() -> None:
+    """A site's threshold defaults reach every colour step, dashed line and description that shows
+    a threshold, and none of the shipped defaults remains there."""
+    settings = Settings(thresholds=OVERRIDDEN)
+    steps: dict[str, list[float]] = {}
+    descriptions: dict[str, str] = {}
+    for uid, *_ in dashboards.DASHBOARDS:
+        for panel in iter_panels(dashboards.dashboard(settings, uid)):
+            if panel["type"] == "row":
+                continue
+            values = panel["fieldConfig"]["defaults"]["thresholds"]["steps"]
+            steps[panel["title"]] = [s["value"] for s in values if s["value"] is not None]
+            descriptions[panel["title"]] = panel["description"]
+    o = OVERRIDDEN
+    expected = {
+        "Error ratio (5m)": [o["error_ratio"]],
+        "Error ratio by version": [o["error_ratio"]],
+        "Latency p95 (5m)": [o["latency_p95_seconds"], o["latency_p95_critical_seconds"]],
+        "Latency p50 / p95 / p99": [o["latency_p95_seconds"], o["latency_p95_critical_seconds"]],
+        "Low-confidence share (5m)": [o["low_confidence_share"]],
+        "Low-confidence share by version": [o["low_confidence_share"]],
+        "Invalid input ratio (5m)": [o["invalid_ratio"]],
+        "Invalid input ratio by version": [o["invalid_ratio"]],
+        "PSI per feature, last hour": [o["psi_warning"], o["psi_critical"]],
+        "PSI per feature, last day": [o["psi_warning"], o["psi_critical"]],
+        "PSI now": [o["psi_warning"], o["psi_critical"]],
+        "PSI per process": [o["psi_warning"], o["psi_critical"]],
+        "Mean shift (z-score), last hour": [o["zscore_warning"], o["zscore_critical"]],
+        "z-score per process": [o["zscore_warning"], o["zscore_critical"]],
+        "Output PSI (fleet-wide)": [o["output_psi"]],
+        "Window samples": [o["min_samples"]],
+        "MAE (1h)": [o["mae_warning"], o["mae_critical"]],
+        "MAE and RMSE (1h)": [o["mae_warning"], o["mae_critical"]],
+    }
+    assert {title: steps[title] for title in expected} == expected
+    stale = {
+        title: values
+        for title, values in steps.items()
+        if {f"{v:g}" for v in values} & OLD_DEFAULTS and title not in STEPS_NOT_THRESHOLDS
+    }
+    assert stale == {}
+    assert {title: steps[title] for title in STEPS_NOT_THRESHOLDS} == STEPS_NOT_THRESHOLDS
+
+    old_in_text = {}
+    for title, text in descriptions.items():
+        for phrase in NOT_THRESHOLDS:
+            text = text.replace(phrase, "")
+        found = [number for number in _NUMBER.findall(text) if number in OLD_DEFAULTS]
+        if found:
+            old_in_text[title] = found
+    assert old_in_text == {}
+    every = " ".join(descriptions.values())
+    for key, value in OVERRIDDEN.items():
+        assert f"{key} {value:g}" in descriptions["Alert thresholds configured for this model"]
+        if key != "accuracy_min":  # no panel but the table shows it
+            assert f"{value:g}" in every or f"{value * 100:g}%" in every, key
+    assert "7%" in descriptions["Error ratio (5m)"]
+    assert "from 0.35 s, red from 0.9 s" in descriptions["Latency p95 (5m)"]
+    assert "the default 0.15" in descriptions["Accuracy: last hour vs trailing 7 days"]
+
+
+def test_a_relative_threshold_follows_its_base_key_on_the_dashboards() -> None:
+    """latency_p95_critical_seconds defaults to twice latency_p95_seconds, also when only the
+    base is overridden."""
+    settings = Settings(thresholds={"latency_p95_seconds": 0.3})
+    panel = next(
+        p
+        for p in iter_panels(dashboards.dashboard(settings, "model-overview"))
+        if p["title"] == "Latency p95 (5m)"
+    )
+    assert [s["value"] for s in panel["fieldConfig"]["defaults"]["thresholds"]["steps"]] == [
+        None,
+        0.3,
+        0.6,
+    ]
+    assert "from 0.3 s, red from 0.6 s" in panel["description"]
+
+
 def test_every_raw_query_honours_every_variable_and_rules_their_labels() -> None:
     """The linter's rules spelled out on one query of each kind (the promise to users)."""
     by_kind: dict[str, set[str]] = {}

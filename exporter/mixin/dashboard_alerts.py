@@ -19,9 +19,11 @@ from exporter.mixin.panels import (
     unit_override,
 )
 from exporter.mixin.settings import Settings
+from exporter.mixin.thresholds import THRESHOLDS, Effective
 
 
 def rows(settings: Settings) -> list[Json]:
+    th = Effective(settings.thresholds)
     return [
         row(
             "Now",
@@ -251,12 +253,7 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "Per-model thresholds from the exporter's config "
                         "(model_alert_threshold). Keys the config leaves out use the rule "
-                        "defaults: error_ratio 0.05, latency_p95_seconds 0.5, "
-                        "latency_p95_critical_seconds twice latency_p95_seconds, psi_warning "
-                        "0.1, psi_critical 0.25, zscore_warning 1.5, zscore_critical 2.0, "
-                        "output_psi 0.25, mae_warning 3.5, mae_critical 5.0, accuracy_drop "
-                        "0.10, low_confidence_share 0.3, invalid_ratio 0.05, min_samples 100; "
-                        "accuracy_min has no default."
+                        f"defaults: {_defaults(th)}."
                     ),
                     [
                         target(
@@ -274,3 +271,20 @@ def rows(settings: Settings) -> list[Json]:
             ],
         ),
     ]
+
+
+def _defaults(th: Effective) -> str:
+    """Every key's rule default in force, in the thresholds table's order: a number, twice its
+    base key's when the key is relative to it and not overridden, or "no default"."""
+    parts = []
+    for threshold in THRESHOLDS:
+        key = threshold.key
+        if key in th.overrides or threshold.default is not None:
+            parts.append(f"{key} {th.text(key)}")
+        elif threshold.relative_to is not None:
+            base, factor = threshold.relative_to
+            times = "twice" if factor == 2 else f"{factor:g} ×"
+            parts.append(f"{key} {times} the model's {base} ({th.text(key)} by default)")
+        else:
+            parts.append(f"{key} has no default")
+    return ", ".join(parts)

@@ -19,9 +19,11 @@ from exporter.mixin.panels import (
     timeseries,
 )
 from exporter.mixin.settings import Settings
+from exporter.mixin.thresholds import Effective
 
 
 def rows(settings: Settings) -> list[Json]:
+    th = Effective(settings.thresholds)
     return [
         row(
             "Fleet-wide drift (every replica of each version, recording rules)",
@@ -33,7 +35,8 @@ def rows(settings: Settings) -> list[Json]:
                         "reference bins, from bin counters summed over every replica of a "
                         "version, shares clamped at 1e-4 (model_feature:model_feature_psi:1h). "
                         "One series per feature and version: each version is compared with its "
-                        "own reference profile. Orange from 0.1, red from 0.25."
+                        f"own reference profile. Orange from {th.text('psi_warning')}, red from "
+                        f"{th.text('psi_critical')}: the default psi_warning and psi_critical."
                     ),
                     [
                         target(
@@ -42,14 +45,19 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=9,
-                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["psi_warning"]),
+                        ("red", th["psi_critical"]),
+                    ),
                 ),
                 timeseries(
                     "PSI per feature, last day",
                     (
                         "Population stability index of each feature's last day against its "
                         "reference bins (model_feature:model_feature_psi:1d): slower, catches "
-                        "drift that builds up over hours."
+                        "drift that builds up over hours. Orange from "
+                        f"{th.text('psi_warning')}, red from {th.text('psi_critical')}."
                     ),
                     [
                         target(
@@ -58,13 +66,18 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=9,
-                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["psi_warning"]),
+                        ("red", th["psi_critical"]),
+                    ),
                 ),
                 bargauge(
                     "PSI now",
                     (
                         "Latest fleet-wide PSI per feature over the last hour and the last "
-                        "day, worst first by colour: orange from 0.1, red from 0.25."
+                        f"day, worst first by colour: orange from {th.text('psi_warning')}, red "
+                        f"from {th.text('psi_critical')}."
                     ),
                     [
                         target(
@@ -79,14 +92,20 @@ def rows(settings: Settings) -> list[Json]:
                         ),
                     ],
                     w=6,
-                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["psi_warning"]),
+                        ("red", th["psi_critical"]),
+                    ),
                 ),
                 timeseries(
                     "Mean shift (z-score), last hour",
                     (
                         "|mean over the last hour − reference mean| / reference std per "
                         "numeric feature, from value-sum counters summed over every replica "
-                        "(model_feature:model_feature_zscore:1h). Orange from 1.5, red from 2."
+                        "(model_feature:model_feature_zscore:1h). Orange from "
+                        f"{th.text('zscore_warning')}, red from {th.text('zscore_critical')}: the "
+                        "default zscore_warning and zscore_critical."
                     ),
                     [
                         target(
@@ -95,15 +114,21 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=12,
-                    steps=(("green", None), ("orange", 1.5), ("red", 2.0)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["zscore_warning"]),
+                        ("red", th["zscore_critical"]),
+                    ),
                 ),
                 table(
                     "Drift thresholds of this model",
                     (
                         "Drift thresholds the model's config sets (model_alert_threshold). "
                         "Where a key is missing the alert rules use the defaults: psi_warning "
-                        "0.1, psi_critical 0.25, zscore_warning 1.5, zscore_critical 2.0, "
-                        "output_psi 0.25."
+                        f"{th.text('psi_warning')}, psi_critical {th.text('psi_critical')}, "
+                        f"zscore_warning {th.text('zscore_warning')}, zscore_critical "
+                        f"{th.text('zscore_critical')}, output_psi {th.text('output_psi')}, "
+                        f"min_samples {th.text('min_samples')}."
                     ),
                     [
                         target(
@@ -193,7 +218,11 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=8,
-                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["psi_warning"]),
+                        ("red", th["psi_critical"]),
+                    ),
                 ),
                 timeseries(
                     "KS statistic per process",
@@ -234,7 +263,8 @@ def rows(settings: Settings) -> list[Json]:
                     "z-score per process",
                     (
                         "|window mean − reference mean| / reference std per numeric feature, "
-                        "per process (model_feature_zscore). Orange from 1.5, red from 2."
+                        "per process (model_feature_zscore). Orange from "
+                        f"{th.text('zscore_warning')}, red from {th.text('zscore_critical')}."
                     ),
                     [
                         target(
@@ -243,7 +273,11 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=8,
-                    steps=(("green", None), ("orange", 1.5), ("red", 2.0)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["zscore_warning"]),
+                        ("red", th["zscore_critical"]),
+                    ),
                 ),
                 timeseries(
                     "Window samples",
@@ -270,7 +304,7 @@ def rows(settings: Settings) -> list[Json]:
                         ),
                     ],
                     w=8,
-                    steps=(("red", None), ("transparent", 100)),
+                    steps=(("red", None), ("transparent", th["min_samples"])),
                     overrides=[threshold_series("B")],
                 ),
                 table(
@@ -338,8 +372,8 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "PSI of the model's output against the reference predictions over the "
                         "last hour and day (model_feature:model_feature_psi:1h / 1d with "
-                        'feature="__prediction__"). Red from 0.25, the default of '
-                        "ModelOutputDrift."
+                        f'feature="__prediction__"). Red from {th.text("output_psi")}, the '
+                        "default output_psi of ModelOutputDrift."
                     ),
                     [
                         target(
@@ -353,7 +387,7 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     w=8,
                     h=9,
-                    steps=(("green", None), ("red", 0.25)),
+                    steps=(("green", None), ("red", th["output_psi"])),
                 ),
                 barchart(
                     "Output bins: current vs reference",
@@ -447,7 +481,6 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=24,
-                    steps=(("green", None), ("orange", 0.1), ("red", 0.25)),
                 ),
             ],
         ),

@@ -19,9 +19,11 @@ from exporter.mixin.panels import (
     timeseries,
 )
 from exporter.mixin.settings import Settings
+from exporter.mixin.thresholds import Effective
 
 
 def rows(settings: Settings) -> list[Json]:
+    th = Effective(settings.thresholds)
     return [
         row(
             "Now",
@@ -43,8 +45,8 @@ def rows(settings: Settings) -> list[Json]:
                         "Failed predictions / all prediction attempts over the last 5 minutes, "
                         "for the selected versions together (from "
                         "model:model_prediction_errors:rate5m and "
-                        "model:model_predictions:rate5m). Red from 5%, the default of "
-                        "ModelHighErrorRatio."
+                        f"model:model_predictions:rate5m). Red from {th.percent('error_ratio')}, "
+                        "the default error_ratio of ModelHighErrorRatio."
                     ),
                     [
                         target(
@@ -59,20 +61,26 @@ def rows(settings: Settings) -> list[Json]:
                     unit="percentunit",
                     w=4,
                     decimals=2,
-                    steps=(("green", None), ("red", 0.05)),
+                    steps=(("green", None), ("red", th["error_ratio"])),
                 ),
                 stat(
                     "Latency p95 (5m)",
                     (
                         "95th percentile inference latency over 5 minutes per version, from "
                         "latency buckets summed over every replica "
-                        "(model:model_prediction_duration_seconds:p95_5m). Red from 0.5 s, the "
-                        "default of ModelHighLatencyP95."
+                        "(model:model_prediction_duration_seconds:p95_5m). Orange from "
+                        f"{th.text('latency_p95_seconds')} s, red from "
+                        f"{th.text('latency_p95_critical_seconds')} s: the default warning and "
+                        "critical thresholds of ModelHighLatencyP95."
                     ),
                     [target("model:model_prediction_duration_seconds:p95_5m{@}", "{{version}}")],
                     unit="s",
                     w=4,
-                    steps=(("green", None), ("red", 0.5)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["latency_p95_seconds"]),
+                        ("red", th["latency_p95_critical_seconds"]),
+                    ),
                 ),
                 stat(
                     "Mean confidence (5m)",
@@ -92,25 +100,27 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "Share of predictions with confidence below 0.5, of those with a "
                         "confidence, over 5 minutes "
-                        "(model:model_predictions_low_confidence:share5m). Orange from 30%, "
-                        "the default of ModelLowConfidence."
+                        "(model:model_predictions_low_confidence:share5m). Orange from "
+                        f"{th.percent('low_confidence_share')}, the default "
+                        "low_confidence_share of ModelLowConfidence."
                     ),
                     [target("model:model_predictions_low_confidence:share5m{@}", "{{version}}")],
                     unit="percentunit",
                     w=4,
-                    steps=(("green", None), ("orange", 0.3)),
+                    steps=(("green", None), ("orange", th["low_confidence_share"])),
                 ),
                 stat(
                     "Invalid input ratio (5m)",
                     (
                         "Invalid input values / all input values over 5 minutes "
-                        "(model:model_input_invalid:ratio5m). Orange from 5%, the default of "
+                        "(model:model_input_invalid:ratio5m). Orange from "
+                        f"{th.percent('invalid_ratio')}, the default invalid_ratio of "
                         "ModelInvalidInput."
                     ),
                     [target("model:model_input_invalid:ratio5m{@}", "{{version}}")],
                     unit="percentunit",
                     w=4,
-                    steps=(("green", None), ("orange", 0.05)),
+                    steps=(("green", None), ("orange", th["invalid_ratio"])),
                 ),
             ],
         ),
@@ -133,7 +143,8 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "Failed predictions / all attempts per version over 5 minutes "
                         "(model:model_prediction_error_ratio:rate5m). The dashed line is the "
-                        "default alert threshold (5%); a red dashed series is the model's own "
+                        f"default alert threshold ({th.percent('error_ratio')}); a red dashed "
+                        "series is the model's own "
                         "`error_ratio` threshold when its config sets one."
                     ),
                     [
@@ -145,7 +156,7 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     unit="percentunit",
                     w=8,
-                    steps=(("green", None), ("red", 0.05)),
+                    steps=(("green", None), ("red", th["error_ratio"])),
                     overrides=[threshold_series("B")],
                 ),
                 timeseries(
@@ -180,8 +191,10 @@ def rows(settings: Settings) -> list[Json]:
                         "Inference latency quantiles over 5 minutes per version, from buckets "
                         "summed over every replica "
                         "(model:model_prediction_duration_seconds:p50_5m / p95_5m / p99_5m). "
-                        "The dashed line is the default p95 alert threshold (0.5 s); a red "
-                        "dashed series is the model's own `latency_p95_seconds` when set."
+                        "The dashed lines are the default p95 alert thresholds "
+                        f"({th.text('latency_p95_seconds')} s warning, "
+                        f"{th.text('latency_p95_critical_seconds')} s critical); a red dashed "
+                        "series is the model's own `latency_p95_seconds` when set."
                     ),
                     [
                         target(
@@ -203,7 +216,11 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     unit="s",
                     w=12,
-                    steps=(("green", None), ("red", 0.5)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["latency_p95_seconds"]),
+                        ("red", th["latency_p95_critical_seconds"]),
+                    ),
                     overrides=[threshold_series("D")],
                 ),
                 heatmap(
@@ -302,13 +319,13 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "Share of predictions with confidence below 0.5 over 5 minutes "
                         "(model:model_predictions_low_confidence:share5m). The dashed line is "
-                        "the default alert threshold (30%)."
+                        f"the default alert threshold ({th.percent('low_confidence_share')})."
                     ),
                     [target("model:model_predictions_low_confidence:share5m{@}", "{{version}}")],
                     unit="percentunit",
                     w=8,
                     max=1,
-                    steps=(("green", None), ("orange", 0.3)),
+                    steps=(("green", None), ("orange", th["low_confidence_share"])),
                 ),
                 heatmap(
                     "Confidence distribution",
@@ -341,12 +358,12 @@ def rows(settings: Settings) -> list[Json]:
                         "Invalid values / (valid + invalid) values over 5 minutes "
                         "(model:model_input_invalid:ratio5m). Invalid values are kept out of "
                         "the drift statistics. The dashed line is the default alert threshold "
-                        "(5%)."
+                        f"({th.percent('invalid_ratio')})."
                     ),
                     [target("model:model_input_invalid:ratio5m{@}", "{{version}}")],
                     unit="percentunit",
                     w=8,
-                    steps=(("green", None), ("orange", 0.05)),
+                    steps=(("green", None), ("orange", th["invalid_ratio"])),
                 ),
                 timeseries(
                     "Invalid values per second by feature and reason",

@@ -20,9 +20,11 @@ from exporter.mixin.panels import (
     timeseries,
 )
 from exporter.mixin.settings import Settings
+from exporter.mixin.thresholds import Effective
 
 
 def rows(settings: Settings) -> list[Json]:
+    th = Effective(settings.thresholds)
     return [
         row(
             "Now",
@@ -32,13 +34,18 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "Mean absolute error of the regression predictions whose ground truth "
                         "arrived in the last hour (model:model_absolute_error:mae1h). Orange "
-                        "from 3.5, red from 5.0: the default warning and critical thresholds."
+                        f"from {th.text('mae_warning')}, red from {th.text('mae_critical')}: the "
+                        "default warning and critical thresholds."
                     ),
                     [target("model:model_absolute_error:mae1h{@}", "{{version}}")],
                     unit="short",
                     w=4,
                     decimals=2,
-                    steps=(("green", None), ("orange", 3.5), ("red", 5.0)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["mae_warning"]),
+                        ("red", th["mae_critical"]),
+                    ),
                 ),
                 stat(
                     "RMSE (1h)",
@@ -103,7 +110,8 @@ def rows(settings: Settings) -> list[Json]:
                     (
                         "Mean absolute error (model:model_absolute_error:mae1h) and root mean "
                         "squared error (model:model_squared_error:rmse1h) over the last hour. "
-                        "The dashed lines are the default MAE thresholds (3.5 warning, 5.0 "
+                        "The dashed lines are the default MAE thresholds "
+                        f"({th.text('mae_warning')} warning, {th.text('mae_critical')} "
                         "critical); red dashed series are the model's own mae_warning / "
                         "mae_critical."
                     ),
@@ -119,7 +127,11 @@ def rows(settings: Settings) -> list[Json]:
                         ),
                     ],
                     w=8,
-                    steps=(("green", None), ("orange", 3.5), ("red", 5.0)),
+                    steps=(
+                        ("green", None),
+                        ("orange", th["mae_warning"]),
+                        ("red", th["mae_critical"]),
+                    ),
                     overrides=[threshold_series("C")],
                 ),
                 timeseries(
@@ -224,18 +236,18 @@ def rows(settings: Settings) -> list[Json]:
                         "Accuracy over the last hour (model:model_outcomes:accuracy1h) and the "
                         "trailing 7 days (model:model_outcomes:accuracy7d). ModelAccuracyDrop "
                         "fires when the hour falls below the dashed series: (1 − "
-                        "accuracy_drop) × the 7-day accuracy, accuracy_drop defaulting to 0.10."
+                        "accuracy_drop) × the 7-day accuracy, with the accuracy_drop the alert "
+                        "uses (model_alert:model_alert_threshold:effective: the model's own, "
+                        f"else the default {th.text('accuracy_drop')})."
                     ),
                     [
                         target("model:model_outcomes:accuracy1h{@}", "1h {{version}}"),
                         target("model:model_outcomes:accuracy7d{@}", "7d {{version}}"),
                         target(
                             (
-                                "model:model_outcomes:accuracy7d{@} * on (@fleet, model, version) "
-                                "(1 - (max by (@fleet, model, version) "
-                                '(model_alert_threshold{@, alert="accuracy_drop"}) '
-                                "or on (@fleet, model, version) "
-                                "(0 * model:model_outcomes:accuracy7d{@} + 0.1)))"
+                                "model:model_outcomes:accuracy7d{@} * on (@fleet, model) "
+                                "group_left () (1 - model_alert:model_alert_threshold:effective{@, "
+                                'alert="accuracy_drop"})'
                             ),
                             "alert below {{version}}",
                         ),

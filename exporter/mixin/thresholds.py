@@ -8,6 +8,7 @@ threshold table is generated from it, so the four can no longer disagree.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -157,3 +158,38 @@ THRESHOLDS: tuple[Threshold, ...] = (
 BY_KEY: dict[str, Threshold] = {threshold.key: threshold for threshold in THRESHOLDS}
 #: Every key a model's config and the site settings may set.
 KEYS: frozenset[str] = frozenset(BY_KEY)
+
+
+def effective(key: str, overrides: Mapping[str, float]) -> float | None:
+    """The rule default of ``key`` in force under a site's ``overrides`` (``Settings.thresholds``):
+    the override, else the shipped default, else (``relative_to``) the factor times the effective
+    value of the base key; ``None`` for a key without a default (``accuracy_min``). The same
+    numbers the generated thresholds rule fills in, so the dashboards show what the alerts use."""
+    threshold = BY_KEY[key]
+    value = overrides.get(key, threshold.default)
+    if value is None and threshold.relative_to is not None:
+        base_key, factor = threshold.relative_to
+        base = effective(base_key, overrides)
+        return None if base is None else factor * base
+    return value
+
+
+class Effective:
+    """The effective defaults of one site, with the two ways the dashboards write them."""
+
+    def __init__(self, overrides: Mapping[str, float]) -> None:
+        self.overrides = overrides
+
+    def __getitem__(self, key: str) -> float:
+        value = effective(key, self.overrides)
+        if value is None:
+            raise KeyError(f"threshold {key!r} has no default")
+        return value
+
+    def text(self, key: str) -> str:
+        """The number as written in a description: ``0.05``, ``2``, ``3.5``."""
+        return f"{self[key]:g}"
+
+    def percent(self, key: str) -> str:
+        """A share as a percentage: ``5%``, ``30%``, ``12.5%``."""
+        return f"{self[key] * 100:g}%"
