@@ -133,6 +133,8 @@ def test_site_settings_give_valid_rules_with_no_trace_of_the_defaults(tmp_path: 
         assert alert["annotations"]["dashboard_url"].startswith(
             "https://grafana.example.com/monitoring/d/model-"
         )
+        # The link opens the alert's own fleet, by the site's fleet label.
+        assert alert["annotations"]["dashboard_url"].endswith("&var-region={{ $labels.region }}")
         assert alert["labels"]["component"] == "ml-fares"
         # The evidence a description quotes is the alert's own fleet's.
         for query in re.findall(r'printf "([^"]*)"', alert["annotations"]["description"]):
@@ -171,6 +173,8 @@ def test_no_fleet_labels_and_a_value_yaml_must_quote(tmp_path: Path) -> None:
     # " #" would start a YAML comment in a plain scalar: the URL is quoted and reads back whole.
     for alert in _alerts(files[rules.ALERTS]):
         assert alert["annotations"]["runbook_url"] == settings.runbook(alert["alert"])
+        # No fleet labels, no fleet variables in the link.
+        assert "&var-cluster" not in alert["annotations"]["dashboard_url"]
 
 
 def test_the_docs_keep_everything_outside_the_markers() -> None:

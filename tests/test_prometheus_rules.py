@@ -33,10 +33,14 @@ RUNBOOKS = REPO / "docs" / "runbooks.md"
 METRICS_DOC = REPO / "docs" / "metrics.md"
 
 RUNBOOK_BASE = "https://github.com/model-exporter/model-exporter/blob/main/docs/runbooks.md#"
+#: The alert's model, its version where it has one, then its fleet (the default fleet labels).
 DASHBOARD_URL = re.compile(
     r"^http://localhost:3000/d/(model-overview|model-drift|model-performance|model-alerts)"
-    r"\?var-model=\{\{ \$labels\.model \}\}$"
+    r"\?var-model=\{\{ \$labels\.model \}\}(?P<version>&var-version=\{\{ \$labels\.version \}\})?"
+    r"&var-cluster=\{\{ \$labels\.cluster \}\}&var-namespace=\{\{ \$labels\.namespace \}\}$"
 )
+#: Alerts without a version label (per target or per model).
+VERSIONLESS_ALERTS = {"ModelExporterDown", "ModelExporterAbsent", "ModelNoPredictions"}
 SEVERITIES = {"critical", "warning", "info"}
 EXPORTER_JOB = "model-exporter"
 RULES_IN_CONTAINER = "/etc/prometheus/rules/*.yml"
@@ -233,7 +237,10 @@ def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
     assert {"summary", "description", "runbook_url", "dashboard_url"} <= set(annotations)
     assert "$value" in annotations["description"], "the description must show the value"
     assert annotations["runbook_url"] == RUNBOOK_BASE + rule["alert"].lower()
-    assert DASHBOARD_URL.match(annotations["dashboard_url"]), annotations["dashboard_url"]
+    link = DASHBOARD_URL.match(annotations["dashboard_url"])
+    assert link, annotations["dashboard_url"]
+    # var-version exactly where the alert keeps a version label.
+    assert bool(link["version"]) == (rule["alert"] not in VERSIONLESS_ALERTS), rule["alert"]
     assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["for"]
 
 

@@ -14,7 +14,8 @@ YAML and Go templates never use):
     the fleet labels in an alert description's ``printf`` query and their values, so the
     evidence a description quotes is its own fleet's;
 ``<<component>>``, ``<<runbook:Alert>>``, ``<<grafana:/path>>``
-    the alerts' component label, runbook URL and dashboard link;
+    the alerts' component label, runbook URL and dashboard link (the link gets the fleet labels'
+    dashboard variables appended: :func:`fleet_variables`);
 ``<<thresholds>>``
     the thresholds recording rule, generated from :mod:`exporter.mixin.thresholds`;
 ``<<generated>>``
@@ -107,7 +108,9 @@ def render(template: str, settings: Settings) -> str:
         "fleet_args": lambda _: "".join(f"$labels.{label} " for label in settings.fleet_labels),
         "component": lambda _: _scalar(settings.component),
         "runbook": lambda alert: _scalar(settings.runbook(_argument(alert, "runbook"))),
-        "grafana": lambda path: _scalar(settings.grafana_link(_argument(path, "grafana"))),
+        "grafana": lambda path: _scalar(
+            settings.grafana_link(_argument(path, "grafana") + fleet_variables(settings))
+        ),
         "thresholds": lambda _: thresholds_expr(settings),
     }
 
@@ -120,6 +123,14 @@ def render(template: str, settings: Settings) -> str:
     rendered = _PLACEHOLDER.sub(replace, text)
     _check_rule_file(rendered, template)
     return rendered
+
+
+def fleet_variables(settings: Settings) -> str:
+    """The dashboard URL's fleet variables from the alert's labels, ``&var-cluster={{
+    $labels.cluster }}&var-namespace={{ $labels.namespace }}`` for the default fleet labels. A label
+    the alert lacks gives an empty value, i.e. ``cluster=~""`` in the dashboards' queries, which
+    matches the series without that label: right for a site (or the demo) without it."""
+    return "".join(f"&var-{label}={{{{ $labels.{label} }}}}" for label in settings.fleet_labels)
 
 
 def _argument(value: str | None, placeholder: str) -> str:
