@@ -105,11 +105,20 @@ class GroundTruth:
 
     def remember(self, *pendings: PendingPrediction) -> None:
         """Keep predictions for their ground truth; a failing store is counted, never raised."""
+        if len(pendings) == 1:
+            self.write(self.store.remember, pendings[0])
+        else:
+            self.write(self.store.remember_many, pendings)
+
+    def remember_many(self, pendings: Sequence[PendingPrediction]) -> None:
+        """Keep a batch (a :class:`~exporter.outcomes.PendingBatch` is written from its columns)
+        in one write: one transaction for SQLite, one dict update in memory; a failure is
+        counted once, as one failed write, never raised."""
+        self.write(self.store.remember_many, pendings)
+
+    def write(self, method: Callable[[Any], None], argument: Any) -> None:
         try:
-            if len(pendings) == 1:
-                self.store.remember(pendings[0])
-            else:
-                self.store.remember_many(pendings)
+            method(argument)
             self.store_ok = True
         except STORE_ERRORS as exc:
             self.store_failed(exc)

@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from exporter._batch import count_batch
+from exporter._batch import batch_ids, observe_batch
 from exporter._calls import MAX_ERROR_KINDS, Instrument
 from exporter._drift import DriftSnapshot, FeatureDrift, WindowPerformance
 from exporter._exchange import EXPORT_SECONDS
@@ -245,6 +245,8 @@ class ModelMonitor:
         predictions: Sequence[Any] | np.ndarray | pd.Series,
         confidences: Sequence[float | None] | np.ndarray | pd.Series | None = None,
         latency_seconds: float | None = None,
+        *,
+        keep: bool = True,
     ) -> list[str]:
         """Count a batch of predictions at numpy speed; returns one prediction id per row.
 
@@ -255,22 +257,17 @@ class ModelMonitor:
         double are ``inf``; so a batch gives the counters of the same rows observed one by one.
         No value makes it raise. ``latency_seconds`` is the batch's total inference time,
         recorded once.
+
+        With ``keep`` (the default) the valid predictions wait in the outcome store for
+        :meth:`record_outcome`, written in one go (one transaction for SQLite); ``keep=False``
+        stores nothing, for predictions whose ground truth will never come.
         """
-        n_rows = len(predictions)
         # A batch number of its own keeps ids unique without a lock shared with observe().
-        batch = f"{self._id_prefix}b{next(self._batches)}-"
-        ids = [f"{batch}{i}" for i in range(n_rows)]
+        ids = batch_ids(f"{self._id_prefix}b{next(self._batches)}-", len(predictions))
         try:
-            now = self._clock()
-            parts = self._parts
-            kept = count_batch(parts, self._lock, self.task == "regression", frame, predictions,
-                               confidences)  # fmt: skip
-            if latency_seconds is not None:
-                parts.calls.observe_latency(latency_seconds)
-            if kept:
-                parts.truth.remember(
-                    *(PendingPrediction(ids[i], now, self.version, p, c) for i, p, c in kept)
-                )
+            regression, now = self.task == "regression", self._clock()
+            observe_batch(self._parts, self._lock, regression, frame, predictions, confidences,
+                          latency_seconds, keep, ids, now, self.version)  # fmt: skip
         except Exception:
             self._internal_error("observe a batch")
         return ids

@@ -14,8 +14,6 @@ stalls the event loop; a WAL past 64 MiB is truncated there, the writers waiting
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import sqlite3
 import threading
@@ -26,6 +24,11 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
 
+from exporter._pending import PendingBatch as PendingBatch  # re-exported: the stores' types
+from exporter._pending import PendingPrediction as PendingPrediction
+from exporter._pending import Row, ids_of, rows_of, sql_rows
+from exporter._pending import decode as decode
+from exporter._pending import encode as encode
 from exporter.errors import StoreError as StoreError  # re-exported: raised here
 
 #: File name of the database inside the data directory.
@@ -40,15 +43,6 @@ WAL_SIZE_LIMIT = 64 * 1024 * 1024
 WAL_TRUNCATE_BYTES = WAL_SIZE_LIMIT
 #: How long that checkpoint waits for the write lock and for readers to finish (seconds).
 TRUNCATE_WAIT_SECONDS = 1.0
-
-
-@dataclass(frozen=True)
-class PendingPrediction:
-    prediction_id: str
-    created_at: float
-    version: str
-    prediction: Any
-    confidence: float | None
 
 
 class Resolution(Enum):
@@ -78,34 +72,6 @@ class OutcomeStore(Protocol):
     def close(self) -> None: ...
 
 
-def encode(value: str | float) -> str:
-    """Canonical JSON of a prediction or an outcome, so equal values compare equal as text.
-
-    The monitor hands over only what :mod:`exporter.coerce` made of them: a class's key (a
-    ``str``) or a finite number (a ``float``). A whole number is written as an integer (``3``),
-    as stores have always written it, so an outcome sent again after an upgrade is still a
-    duplicate, not a conflict. Anything else is a bug of the caller: TypeError, ValueError for a
-    NaN or an infinity.
-    """
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        number = float(value)
-        if not math.isfinite(number):
-            raise ValueError(f"an outcome store keeps finite numbers, not {value!r}")
-        return json.dumps(int(number) if number.is_integer() else number)
-    raise TypeError(f"an outcome store keeps classes and numbers, not {type(value).__name__}")
-
-
-def decode(text: str) -> str | float:
-    """The value :func:`encode` wrote: a class's key, or a number as a ``float`` (as the memory
-    store keeps it, so both stores hand back the same prediction)."""
-    value = json.loads(text)
-    if isinstance(value, str):
-        return value
-    return float(value)
-
-
 class MemoryOutcomeStore:
     """Bounded in-memory store: the library's default (lost when the process ends).
 
@@ -118,27 +84,60 @@ class MemoryOutcomeStore:
         self.ttl_seconds = ttl_seconds
         self.max_pending = max_pending
         self._lock = threading.Lock()
-        # Insertion order is creation order, so the oldest entries are at the front.
-        self._records: OrderedDict[str, tuple[PendingPrediction, str | None]] = OrderedDict()
+        # Insertion order is creation order, so the oldest entries are at the front. A record is
+        # a plain tuple (see Row), not the PendingPrediction it was given: a batch's records are
+        # then made by zip in C, and resolve() makes the one object it hands back.
+        self._records: OrderedDict[str, Row] = OrderedDict()
         self._pending = 0
         self._overflow = 0
 
     def remember(self, pending: PendingPrediction) -> None:
+        row = (pending.created_at, pending.version, pending.prediction, pending.confidence, None)
         with self._lock:
-            previous = self._records.pop(pending.prediction_id, None)
-            if previous is not None and previous[1] is None:
+            self._put(pending.prediction_id, row)
+
+    def _put(self, key: str, row: Row) -> None:
+        records = self._records
+        previous = records.pop(key, None)
+        if previous is not None and previous[4] is None:
+            self._pending -= 1
+        records[key] = row
+        self._pending += 1
+        while len(records) > self.max_pending:
+            _, old = records.popitem(last=False)
+            if old[4] is None:
                 self._pending -= 1
-            self._records[pending.prediction_id] = (pending, None)
-            self._pending += 1
-            while len(self._records) > self.max_pending:
-                _, (_, actual) = self._records.popitem(last=False)
-                if actual is None:
-                    self._pending -= 1
-                    self._overflow += 1
+                self._overflow += 1
 
     def remember_many(self, pendings: Sequence[PendingPrediction]) -> None:
-        for pending in pendings:
-            self.remember(pending)
+        """What :meth:`remember` of each in turn leaves, by one dict update: the oldest records,
+        older ones first and then the batch's own first rows, give way to the cap (counted as
+        expired when pending), and only the batch's last ``max_pending`` rows are built."""
+        ids = ids_of(pendings)
+        with self._lock:
+            records = self._records
+            if len(set(ids)) != len(ids) or not records.keys().isdisjoint(ids):
+                # A replaced record moves to the end, and a row can push out one it replaces
+                # later: rare enough (observe_batch's ids are new) to be done one by one.
+                for key, row in zip(ids, rows_of(pendings), strict=True):
+                    self._put(key, row)
+                return
+            kept = min(len(ids), max(self.max_pending, 0))
+            pushed_out = len(ids) - kept  # each was pending when the next rows pushed it out
+            excess = len(records) + kept - self.max_pending
+            if excess >= len(records):
+                self._overflow += self._pending
+                self._pending = 0
+                records.clear()
+            for _ in range(max(excess, 0) if records else 0):
+                _, old = records.popitem(last=False)
+                if old[4] is None:
+                    self._pending -= 1
+                    self._overflow += 1
+            tail = pendings[pushed_out:] if pushed_out else pendings
+            records.update(zip(ids[pushed_out:], rows_of(tail), strict=True))
+            self._pending += kept
+            self._overflow += pushed_out
 
     def try_remember_many(self, pendings: Sequence[PendingPrediction]) -> bool:
         self.remember_many(pendings)
@@ -151,11 +150,13 @@ class MemoryOutcomeStore:
         encoded = encode(actual)
         with self._lock:
             record = self._records.get(prediction_id)
-            if record is None or now - record[0].created_at > self.ttl_seconds:
+            if record is None or now - record[0] > self.ttl_seconds:
                 return Resolved(Resolution.UNKNOWN)
-            pending, known = record
+            created_at, version, prediction, confidence, known = record
+            pending = PendingPrediction(prediction_id, created_at, version, prediction, confidence)
             if known is None:
-                self._records[prediction_id] = (pending, encoded)
+                self._records[prediction_id] = (created_at, version, prediction, confidence,
+                                                encoded)  # fmt: skip
                 self._pending -= 1
                 return Resolved(Resolution.RECORDED, pending)
             if known == encoded:
@@ -166,11 +167,11 @@ class MemoryOutcomeStore:
         with self._lock:
             expired, self._overflow = self._overflow, 0
             while self._records:
-                key, (pending, actual) = next(iter(self._records.items()))
-                if now - pending.created_at <= self.ttl_seconds:
+                key, row = next(iter(self._records.items()))
+                if now - row[0] <= self.ttl_seconds:
                     break
                 del self._records[key]
-                if actual is None:
+                if row[4] is None:
                     self._pending -= 1
                     expired += 1
             return expired
@@ -476,10 +477,9 @@ class SqliteOutcomeStore:
 
 
 def _insert_batch(db: sqlite3.Connection, pendings: Sequence[PendingPrediction]) -> None:
-    rows = [
-        (p.prediction_id, p.created_at, p.version, encode(p.prediction), p.confidence)
-        for p in pendings
-    ]
+    # Encoded before the transaction: a value no store can keep (a bug of the caller) then
+    # raises before BEGIN, and the write lock is held for the inserts alone.
+    rows = list(sql_rows(pendings))
     db.execute("BEGIN IMMEDIATE")
     try:
         db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, NULL)", rows)

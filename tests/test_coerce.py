@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -22,7 +23,15 @@ from exporter.coerce import ABSENT, INF, MISSING, NAN, WRONG_TYPE, Invalid
 from exporter.config import load_config
 from exporter.metrics import flush_registry
 from exporter.monitor import TASKS, DriftSnapshot, Task
-from exporter.outcomes import MemoryOutcomeStore, PendingPrediction, Resolution
+from exporter.outcomes import (
+    MemoryOutcomeStore,
+    OutcomeStore,
+    PendingBatch,
+    PendingPrediction,
+    Resolution,
+    SqliteOutcomeStore,
+    decode,
+)
 from exporter.profile import OUTPUT
 from exporter.server import BodyLimit, build_service, create_app
 from tests.service_fixtures import write_setup
@@ -247,15 +256,38 @@ class Clock:
 
 
 class KeptStore(MemoryOutcomeStore):
-    """The in-memory store, remembering every prediction it was given."""
+    """The in-memory store, remembering every prediction it was given, and how: one by one or
+    in a batch of columns (PendingBatch)."""
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, max_pending: int = 10_000) -> None:
+        super().__init__(max_pending=max_pending)
         self.kept: dict[str, PendingPrediction] = {}
+        self.batches: list[type] = []
 
     def remember(self, pending: PendingPrediction) -> None:
         self.kept[pending.prediction_id] = pending
         super().remember(pending)
+
+    def remember_many(self, pendings: Sequence[PendingPrediction]) -> None:
+        self.batches.append(type(pendings))
+        self.kept.update((p.prediction_id, p) for p in pendings)
+        super().remember_many(pendings)
+
+
+def stored(store: OutcomeStore, ids: list[str]) -> list[tuple[Any, ...] | None]:
+    """What a store holds for each id: (created_at, version, prediction, confidence), or None."""
+    if isinstance(store, KeptStore):
+        found = [store.kept.get(pid) for pid in ids]
+        return [None if p is None else (p.created_at, p.version, p.prediction, p.confidence)
+                for p in found]  # fmt: skip
+    assert isinstance(store, SqliteOutcomeStore)
+    rows = {
+        row[0]: (row[1], row[2], decode(row[3]), row[4])
+        for row in store._db.execute(
+            "SELECT id, created_at, version, prediction, confidence FROM predictions"
+        )
+    }
+    return [rows.get(pid) for pid in ids]
 
 
 def make_profile(task: Task) -> ReferenceProfile:
@@ -281,9 +313,7 @@ def make_profile(task: Task) -> ReferenceProfile:
 PROFILES = {task: make_profile(task) for task in TASKS}
 
 
-def make_monitor(
-    task: Task, registry: CollectorRegistry, store: MemoryOutcomeStore
-) -> ModelMonitor:
+def make_monitor(task: Task, registry: CollectorRegistry, store: OutcomeStore) -> ModelMonitor:
     return ModelMonitor(
         "m", task=task, reference=PROFILES[task], registry=registry, clock=Clock(),
         min_samples=1, domains={"x": (-5.0, 5.0)}, outcomes=store,
@@ -314,6 +344,9 @@ def batches(draw: st.DrawFn) -> dict[str, Any]:
         "actuals": draw(column),
         "second_actuals": draw(column),
         "as_arrays": draw(st.booleans()),
+        # keep=False in both paths; a memory store whose cap the rows pass, or SQLite.
+        "keep": draw(st.booleans()),
+        "store": draw(st.sampled_from(["memory", "small memory", "sqlite"])),
     }
 
 
@@ -370,13 +403,30 @@ def close(a: Any, b: Any) -> bool:
     return bool(a == b)
 
 
+def make_store(kind: str, directory: Path, name: str) -> OutcomeStore:
+    if kind == "sqlite":
+        return SqliteOutcomeStore(directory / f"{name}.sqlite3")
+    return KeptStore(max_pending=3 if kind == "small memory" else 10_000)
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(batch=batches())
 def test_observe_and_observe_batch_agree_on_any_mix_of_values(batch: dict[str, Any]) -> None:
-    task = batch["task"]
+    with tempfile.TemporaryDirectory() as directory:
+        one_store = make_store(batch["store"], Path(directory), "one")
+        many_store = make_store(batch["store"], Path(directory), "many")
+        try:
+            agree_on(batch, one_store, many_store)
+        finally:
+            one_store.close()
+            many_store.close()
+
+
+def agree_on(batch: dict[str, Any], one_store: OutcomeStore, many_store: OutcomeStore) -> None:
+    """Row by row and in a batch: the same counters, drift, stored predictions and outcomes."""
+    task, keep = batch["task"], batch["keep"]
     n = len(batch["x"])
     confidences = batch["confidences"] or [None] * n
-    one_store, many_store = KeptStore(), KeptStore()
     one_registry, many_registry = CollectorRegistry(), CollectorRegistry()
     one = make_monitor(task, one_registry, one_store)
     many = make_monitor(task, many_registry, many_store)
@@ -384,7 +434,7 @@ def test_observe_and_observe_batch_agree_on_any_mix_of_values(batch: dict[str, A
     one_ids = []
     for i in range(n):
         row = {name: batch[name][i] for name in ("x", "color") if batch[name][i] is not ABSENT}
-        one_ids.append(one.observe(row, batch["predictions"][i], confidences[i]))
+        one_ids.append(one.observe(row, batch["predictions"][i], confidences[i], keep=keep))
     # An absent key has no place in a column: there it is None, missing as well.
     frame = pd.DataFrame(
         {name: frame_column([None if v is ABSENT else v for v in batch[name]])
@@ -394,20 +444,25 @@ def test_observe_and_observe_batch_agree_on_any_mix_of_values(batch: dict[str, A
         frame,
         as_column(batch["predictions"], batch["as_arrays"]),
         None if batch["confidences"] is None else as_column(confidences, batch["as_arrays"]),
+        keep=keep,
     )
 
     # What each path kept for the ground truth, and what pending() says it would keep.
+    kept_one, kept_many = stored(one_store, one_ids), stored(many_store, many_ids)
     for i in range(n):
-        kept_one = one_store.kept.get(one_ids[i])
-        kept_many = many_store.kept.get(many_ids[i])
-        pending = one.pending("probe", batch["predictions"][i], confidences[i])
-        kept = [(p.prediction, p.confidence) if p else None for p in (kept_one, kept_many, pending)]
-        assert kept[0] == kept[1] == kept[2], (i, kept)
+        pending = one.pending("probe", batch["predictions"][i], confidences[i]) if keep else None
+        expected = None if pending is None else (Clock().now, "unversioned", pending.prediction,
+                                                 pending.confidence)  # fmt: skip
+        assert kept_one[i] == kept_many[i] == expected, (i, kept_one[i], kept_many[i], expected)
+    if isinstance(many_store, KeptStore):  # the batch reached the store as columns, once
+        assert many_store.batches == ([PendingBatch] if any(kept_many) else [])
+    assert one_store.pending_count() == many_store.pending_count()
     for actuals in (batch["actuals"], batch["second_actuals"]):
         for i, actual in enumerate(actuals):
             assert one.record_outcome(one_ids[i], actual) is many.record_outcome(
                 many_ids[i], actual
             ), (i, actual)
+    assert one_store.pending_count() == many_store.pending_count()
 
     one.flush()
     many.flush()

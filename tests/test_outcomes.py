@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
 import sqlite3
 import threading
 import time
@@ -16,13 +17,16 @@ from scipy import stats as sps
 
 from exporter import ModelMonitor
 from exporter import performance as perf
+from exporter._pending import encode_many
 from exporter.group_commit import GroupCommitter
 from exporter.outcomes import (
     MemoryOutcomeStore,
+    PendingBatch,
     PendingPrediction,
     Resolution,
     SqliteOutcomeStore,
     StoreError,
+    encode,
 )
 
 
@@ -316,3 +320,105 @@ def test_a_failing_store_never_breaks_observe(tmp_path: Path) -> None:
     assert (registry.get_sample_value("model_outcome_store_errors_total", base) or 0) >= 1
     served = {**base, "predicted": "", "confidence_bucket": "none"}
     assert registry.get_sample_value("model_predictions_total", served) == 1
+
+
+# -- a batch remembered in bulk gives what remembering its predictions one by one gives ----------
+
+
+def _state(store: MemoryOutcomeStore | SqliteOutcomeStore, ids: list[str], now: float) -> tuple:
+    """Everything observable of a store: what it expires, then each id's resolution and what it
+    hands back, and its pending count."""
+    expired = store.expire(now)
+    resolved = [store.resolve(pid, 1.0, now) for pid in ids]
+    return expired, [(r.resolution, r.pending) for r in resolved], store.pending_count()
+
+
+def _open(kind: str, path: Path, max_pending: int) -> MemoryOutcomeStore | SqliteOutcomeStore:
+    if kind == "memory":
+        return MemoryOutcomeStore(ttl_seconds=100, max_pending=max_pending)
+    return SqliteOutcomeStore(path, ttl_seconds=100, max_pending=max_pending)
+
+
+BULK_CASES = {
+    "fresh ids within the cap": (10, [], [f"b{i}" for i in range(4)]),
+    "the batch pushes out older records": (5, ["a0", "a1", "a2"], [f"b{i}" for i in range(4)]),
+    "the batch alone is past the cap": (3, ["a0", "a1"], [f"b{i}" for i in range(7)]),
+    "ids already stored": (5, ["a0", "a1", "a2"], ["b0", "a1", "b1", "a0"]),
+    "an id twice in the batch": (4, ["a0"], ["b0", "b1", "b0", "b2", "b3"]),
+    "a cap of zero": (0, [], ["b0", "b1"]),
+}
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+@pytest.mark.parametrize("as_batch", [True, False], ids=["PendingBatch", "list"])
+@pytest.mark.parametrize("case", list(BULK_CASES))
+def test_remember_many_equals_remembering_one_by_one(
+    tmp_path: Path, kind: str, as_batch: bool, case: str
+) -> None:
+    max_pending, before, batch_ids = BULK_CASES[case]
+    predictions: list[object] = [f"c{i % 3}" if i % 2 else float(i) for i in range(len(batch_ids))]
+    confidences = [None if i % 3 == 0 else 0.25 * (i % 4) for i in range(len(batch_ids))]
+    batch = PendingBatch(batch_ids, 5.0, "v2", predictions, confidences)
+    one = _open(kind, tmp_path / "one.sqlite3", max_pending)
+    many = _open(kind, tmp_path / "many.sqlite3", max_pending)
+    for store in (one, many):
+        for i, pid in enumerate(before):
+            store.remember(_pending(pid, float(i)))
+        if before:  # a resolved record among them
+            store.resolve(before[0], 1.0, 3.0)
+    for pending in batch:
+        one.remember(pending)
+    many.remember_many(batch if as_batch else list(batch))
+    ids = sorted({*before, *batch_ids})
+    for now in (50.0, 104.0):  # the cap's expiry, then the TTL's (a0..a2 at 0-2, the batch at 5)
+        assert _state(one, ids, now) == _state(many, ids, now)
+    one.close()
+    many.close()
+
+
+def test_a_batch_is_one_transaction_of_one_insert(tmp_path: Path) -> None:
+    store = SqliteOutcomeStore(tmp_path / "o.sqlite3")
+    statements: list[str] = []
+    store._db.set_trace_callback(statements.append)
+    ids = [f"b{i}" for i in range(1000)]
+    store.remember_many(PendingBatch(ids, 1.0, "v1", [3.0, 2.5] * 500, [None, 0.5] * 500))
+    begins = [s for s in statements if s.startswith("BEGIN")]
+    assert len(begins) == 1 and statements[-1] == "COMMIT"
+    assert len([s for s in statements if s.startswith("INSERT")]) == 1000  # one executemany
+    resolved = store.resolve("b1", 2.5, 2.0)
+    assert resolved.pending == PendingPrediction("b1", 1.0, "v1", 2.5, 0.5)
+    assert store.resolve("b0", 3, 2.0).pending == PendingPrediction("b0", 1.0, "v1", 3.0, None)
+    store.close()
+
+
+def test_a_batch_encodes_as_one_prediction_does() -> None:
+    values: list[object] = ["cat", "cat", 'quo"te', 3.0, -0.0, 2.5, 1e300, 1e-7, 7, 10**20]
+    assert list(encode_many(values)) == [encode(v) for v in values]  # type: ignore[arg-type]
+    for bad in (math.nan, math.inf, True, None):
+        with pytest.raises((TypeError, ValueError)):
+            list(encode_many([bad]))
+
+
+def test_a_failed_batch_write_is_counted_once(tmp_path: Path) -> None:
+    registry = CollectorRegistry()
+    store = SqliteOutcomeStore(tmp_path / "o.sqlite3")
+    monitor = ModelMonitor("m", task="regression", registry=registry, outcomes=store)
+    store.close()  # every later write fails
+    ids = monitor.observe_batch({"x": [1.0] * 50}, [1.0] * 50)
+    assert len(ids) == 50 and not monitor.store_healthy
+    base = {"model": "m", "version": "unversioned"}
+    assert registry.get_sample_value("model_outcome_store_errors_total", base) == 1
+    assert registry.get_sample_value("model_monitor_internal_errors_total", base) == 0
+    served = {**base, "predicted": "", "confidence_bucket": "none"}
+    assert registry.get_sample_value("model_predictions_total", served) == 50
+
+
+def test_observe_batch_keep_false_stores_nothing() -> None:
+    store = MemoryOutcomeStore()
+    monitor = ModelMonitor("m", registry=CollectorRegistry(), outcomes=store)
+    ids = monitor.observe_batch({"x": [1.0, 2.0]}, ["cat", "dog"], [0.9, 0.1], keep=False)
+    assert len(set(ids)) == 2 and store.pending_count() == 0
+    assert monitor.record_outcome(ids[0], "cat") is Resolution.UNKNOWN
+    kept = monitor.observe_batch({"x": [1.0, 2.0]}, ["cat", "dog"], [0.9, 0.1])
+    assert store.pending_count() == 2
+    assert monitor.record_outcome(kept[0], "cat") is Resolution.RECORDED
