@@ -12,8 +12,10 @@ from typing import Any
 
 import yaml
 
+from exporter.errors import ExporterError
 
-class YamlFileError(ValueError):
+
+class YamlFileError(ExporterError, ValueError):
     """The file cannot be read as YAML; the message is one line naming the file."""
 
 

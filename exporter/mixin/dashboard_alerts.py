@@ -5,12 +5,9 @@ Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboard
 
 from __future__ import annotations
 
+from exporter.mixin.panel_layout import merge, organize, row, sort_by
 from exporter.mixin.panels import (
     Json,
-    merge,
-    organize,
-    row,
-    sort_by,
     stat,
     state_timeline,
     table,

@@ -30,7 +30,8 @@ from exporter.mixin import (
     dashboard_overview,
     dashboard_performance,
 )
-from exporter.mixin.panels import DATASOURCE, SCHEMA_VERSION, Json, layout
+from exporter.mixin.panel_layout import layout
+from exporter.mixin.panels import DATASOURCE, SCHEMA_VERSION, Json
 from exporter.mixin.settings import Settings
 
 DASHBOARDS_DIR = "grafana/dashboards"

@@ -39,6 +39,7 @@ from typing import Any
 
 import yaml
 
+from exporter.errors import ExporterError
 from exporter.mixin.settings import Settings
 from exporter.mixin.thresholds import BY_KEY, THRESHOLDS, Threshold
 
@@ -72,7 +73,7 @@ _EXPR_INDENT = " " * 10
 _LINE_LENGTH = 100
 
 
-class MixinError(RuntimeError):
+class MixinError(ExporterError, RuntimeError):
     """A template or the source doc does not have the shape the generator relies on."""
 
 

@@ -67,7 +67,7 @@ def split_output(result: Any) -> tuple[Any, Any]:
 MAX_ANSWER_DEPTH = 64
 
 
-class ModelOutputError(TypeError):
+class ModelOutputError(ExporterError, TypeError):
     """The model returned something ``/predict`` cannot answer as JSON (a set, bytes, an
     object, nesting deeper than MAX_ANSWER_DEPTH): a failed call, counted under this name."""
 

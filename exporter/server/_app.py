@@ -18,6 +18,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 
 from exporter.config import MonitorConfig
+from exporter.errors import ExporterError
 from exporter.group_commit import GroupCommitter
 from exporter.outcomes import MemoryOutcomeStore, StoreError
 from exporter.security import DOCS_PATHS, PROBE_PATHS, require_bearer
@@ -245,7 +246,7 @@ def _open_paths(config: MonitorConfig) -> frozenset[str]:
     return PROBE_PATHS | DOCS_PATHS | metrics
 
 
-class ModelAborted(Exception):
+class ModelAborted(ExporterError):
     """A BaseException the model raised (SystemExit, KeyboardInterrupt), carried as an
     Exception so it is handled as a failed call; counted under the original class's name."""
 
