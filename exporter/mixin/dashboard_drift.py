@@ -43,11 +43,7 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=9,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["psi_warning"]),
-                        ("red", th["psi_critical"]),
-                    ),
+                    steps=th.steps("psi_warning", "psi_critical"),
                 ),
                 timeseries(
                     "PSI per feature, last day",
@@ -64,11 +60,7 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=9,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["psi_warning"]),
-                        ("red", th["psi_critical"]),
-                    ),
+                    steps=th.steps("psi_warning", "psi_critical"),
                 ),
                 bargauge(
                     "PSI now",
@@ -90,11 +82,7 @@ def rows(settings: Settings) -> list[Json]:
                         ),
                     ],
                     w=6,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["psi_warning"]),
-                        ("red", th["psi_critical"]),
-                    ),
+                    steps=th.steps("psi_warning", "psi_critical"),
                 ),
                 timeseries(
                     "Mean shift (z-score), last hour",
@@ -112,11 +100,7 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=12,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["zscore_warning"]),
-                        ("red", th["zscore_critical"]),
-                    ),
+                    steps=th.steps("zscore_warning", "zscore_critical"),
                 ),
                 table(
                     "Drift thresholds of this model",
@@ -216,11 +200,7 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=8,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["psi_warning"]),
-                        ("red", th["psi_critical"]),
-                    ),
+                    steps=th.steps("psi_warning", "psi_critical"),
                 ),
                 timeseries(
                     "KS statistic per process",
@@ -271,11 +251,7 @@ def rows(settings: Settings) -> list[Json]:
                         )
                     ],
                     w=8,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["zscore_warning"]),
-                        ("red", th["zscore_critical"]),
-                    ),
+                    steps=th.steps("zscore_warning", "zscore_critical"),
                 ),
                 timeseries(
                     "Window samples",

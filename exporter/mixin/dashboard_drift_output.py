@@ -37,7 +37,7 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     w=8,
                     h=9,
-                    steps=(("green", None), ("red", th["output_psi"])),
+                    steps=th.steps(None, "output_psi"),
                 ),
                 barchart(
                     "Output bins: current vs reference",

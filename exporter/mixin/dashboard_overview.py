@@ -59,7 +59,7 @@ def rows(settings: Settings) -> list[Json]:
                     unit="percentunit",
                     w=4,
                     decimals=2,
-                    steps=(("green", None), ("red", th["error_ratio"])),
+                    steps=th.steps(None, "error_ratio"),
                 ),
                 stat(
                     "Latency p95 (5m)",
@@ -74,11 +74,7 @@ def rows(settings: Settings) -> list[Json]:
                     [target("model:model_prediction_duration_seconds:p95_5m{@}", "{{version}}")],
                     unit="s",
                     w=4,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["latency_p95_seconds"]),
-                        ("red", th["latency_p95_critical_seconds"]),
-                    ),
+                    steps=th.steps("latency_p95_seconds", "latency_p95_critical_seconds"),
                 ),
                 stat(
                     "Mean confidence (5m)",
@@ -105,7 +101,7 @@ def rows(settings: Settings) -> list[Json]:
                     [target("model:model_predictions_low_confidence:share5m{@}", "{{version}}")],
                     unit="percentunit",
                     w=4,
-                    steps=(("green", None), ("orange", th["low_confidence_share"])),
+                    steps=th.steps("low_confidence_share"),
                 ),
                 stat(
                     "Invalid input ratio (5m)",
@@ -118,7 +114,7 @@ def rows(settings: Settings) -> list[Json]:
                     [target("model:model_input_invalid:ratio5m{@}", "{{version}}")],
                     unit="percentunit",
                     w=4,
-                    steps=(("green", None), ("orange", th["invalid_ratio"])),
+                    steps=th.steps("invalid_ratio"),
                 ),
             ],
         ),
@@ -154,7 +150,7 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     unit="percentunit",
                     w=8,
-                    steps=(("green", None), ("red", th["error_ratio"])),
+                    steps=th.steps(None, "error_ratio"),
                     overrides=[threshold_series("B")],
                 ),
                 timeseries(
@@ -214,11 +210,7 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     unit="s",
                     w=12,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["latency_p95_seconds"]),
-                        ("red", th["latency_p95_critical_seconds"]),
-                    ),
+                    steps=th.steps("latency_p95_seconds", "latency_p95_critical_seconds"),
                     overrides=[threshold_series("D")],
                 ),
                 heatmap(
@@ -323,7 +315,7 @@ def rows(settings: Settings) -> list[Json]:
                     unit="percentunit",
                     w=8,
                     max=1,
-                    steps=(("green", None), ("orange", th["low_confidence_share"])),
+                    steps=th.steps("low_confidence_share"),
                 ),
                 heatmap(
                     "Confidence distribution",

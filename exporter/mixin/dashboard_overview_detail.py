@@ -28,7 +28,7 @@ def rows(settings: Settings) -> list[Json]:
                     [target("model:model_input_invalid:ratio5m{@}", "{{version}}")],
                     unit="percentunit",
                     w=8,
-                    steps=(("green", None), ("orange", th["invalid_ratio"])),
+                    steps=th.steps("invalid_ratio"),
                 ),
                 timeseries(
                     "Invalid values per second by feature and reason",

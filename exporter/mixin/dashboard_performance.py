@@ -30,11 +30,7 @@ def rows(settings: Settings) -> list[Json]:
                     unit="short",
                     w=4,
                     decimals=2,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["mae_warning"]),
-                        ("red", th["mae_critical"]),
-                    ),
+                    steps=th.steps("mae_warning", "mae_critical"),
                 ),
                 stat(
                     "RMSE (1h)",
@@ -116,11 +112,7 @@ def rows(settings: Settings) -> list[Json]:
                         ),
                     ],
                     w=8,
-                    steps=(
-                        ("green", None),
-                        ("orange", th["mae_warning"]),
-                        ("red", th["mae_critical"]),
-                    ),
+                    steps=th.steps("mae_warning", "mae_critical"),
                     overrides=[threshold_series("C")],
                 ),
                 timeseries(

@@ -193,3 +193,15 @@ class Effective:
     def percent(self, key: str) -> str:
         """A share as a percentage: ``5%``, ``30%``, ``12.5%``."""
         return f"{self[key] * 100:g}%"
+
+    def steps(
+        self, warning: str | None, critical: str | None = None, *, above: str = "red"
+    ) -> tuple[tuple[str, float | None], ...]:
+        """A panel's colour steps: green, orange from ``warning``'s value, ``above`` (red) from
+        ``critical``'s; either may be None (a key with only a warning or only a page)."""
+        steps: list[tuple[str, float | None]] = [("green", None)]
+        if warning is not None:
+            steps.append(("orange", self[warning]))
+        if critical is not None:
+            steps.append((above, self[critical]))
+        return tuple(steps)
