@@ -4,6 +4,12 @@ Run with ``make bench`` (or ``.venv/bin/python benchmarks/bench_monitor.py``). E
 median of several repeats measured in this one run, next to a baseline measured in the same run, so
 ratios hold even on a noisy machine. Results go to stdout as a Markdown table and to
 ``benchmarks/results/monitor.json``.
+
+``--only batch-vs-evidently`` runs one section alone (issue 17): a profile build, an
+``observe_batch`` of 200,000 rows, a flush and a scrape, next to the same counting in plain numpy
+and, with ``--evidently-python PATH`` (a venv of its own: ``python3 -m venv /tmp/evidently-venv &&
+/tmp/evidently-venv/bin/pip install 'evidently==0.7.*' 'pandas<3'``), Evidently's
+``DataDriftPreset(method="psi")`` on the same frames, made from the same seed in its process.
 """
 
 from __future__ import annotations
@@ -11,9 +17,12 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.metadata
+import inspect
 import json
+import os
 import platform
 import statistics
+import subprocess
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -43,8 +52,6 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    import os
-
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -223,17 +230,234 @@ def bench_windows(size: int, repeats: int) -> dict[str, float]:
     }
 
 
+# -- issue 17: a whole batch against plain numpy and Evidently --------------------------------
+
+
+def drift_frames(rows: int, features: int, seed: int) -> tuple[Any, Any]:
+    """The reference and current frames (normal; current shifted by 0.1). Runs in Evidently's
+    own venv too (sent there as source by :func:`evidently_run`): numpy and pandas only."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    columns = [f"f{i}" for i in range(features)]
+    reference = pd.DataFrame(rng.normal(size=(rows, features)), columns=columns)
+    current = pd.DataFrame(rng.normal(0.1, 1.0, size=(rows, features)), columns=columns)
+    return reference, current
+
+
+def evidently_psi(rows: int, features: int, seed: int, repeats: int) -> None:
+    """Evidently's DataDriftPreset(method="psi") on :func:`drift_frames`; prints its timings,
+    peak RSS growth and PSI per column as JSON. Runs in Evidently's venv, never imported here."""
+    import importlib.metadata
+    import json
+    import resource
+    import statistics
+    import time
+
+    from evidently import Report  # type: ignore[import-not-found]
+    from evidently.presets import DataDriftPreset  # type: ignore[import-not-found]
+
+    reference, current = drift_frames(rows, features, seed)
+    rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    timings, psi = [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        snapshot = Report([DataDriftPreset(method="psi")]).run(
+            current_data=current, reference_data=reference
+        )
+        values = snapshot.dict()["metrics"]
+        timings.append(time.perf_counter() - start)
+    psi = [float(m["value"]) for m in values if m["metric_name"].startswith("ValueDrift(")]
+    rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({
+        "evidently": importlib.metadata.version("evidently"),
+        "pandas": importlib.metadata.version("pandas"),
+        "seconds": statistics.median(timings), "timings": timings,
+        "peak_rss_growth_mib": (rss_after - rss_before) / 1024, "psi": psi,
+    }))  # fmt: skip
+
+
+def evidently_run(python: str, rows: int, features: int, seed: int, repeats: int) -> Any:
+    """:func:`evidently_psi` in a process of ``python`` (a venv with Evidently, kept out of this
+    project's), given the two functions' source so it makes the same frames from the seed."""
+    program = "\n".join(["from __future__ import annotations", "from typing import Any",
+                         inspect.getsource(drift_frames), inspect.getsource(evidently_psi),
+                         f"evidently_psi({rows}, {features}, {seed}, {repeats})"])  # fmt: skip
+    done = subprocess.run([python, "-c", program], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise SystemExit(f"Evidently's run failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def batch_outputs(rows: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The model's outputs: reference predictions, current predictions and confidences (from a
+    stream of their own, so the feature frames stay exactly Evidently's)."""
+    rng = np.random.default_rng(seed + 1)
+    classes = np.array(["a", "b", "c"])
+    return rng.choice(classes, rows), rng.choice(classes, rows), rng.uniform(0, 1, rows)
+
+
+def ours(
+    reference: pd.DataFrame, current: pd.DataFrame, outputs: tuple[np.ndarray, ...], keep: bool
+) -> dict[str, float]:
+    """The workload: profile build, monitor, observe_batch, flush and one scrape; per phase."""
+    reference_predictions, predictions, confidences = outputs
+    phases: dict[str, float] = {}
+    start = time.perf_counter()
+    profile = ReferenceProfile.from_frame(
+        reference.assign(prediction=reference_predictions), list(reference.columns),
+        prediction="prediction",
+    )  # fmt: skip
+    phases["profile_s"] = time.perf_counter() - start
+    registry = CollectorRegistry()
+    monitor = ModelMonitor("bench", reference=profile, registry=registry, flush_interval=None)
+    phases["monitor_s"] = time.perf_counter() - start - sum(phases.values())
+    monitor.observe_batch(current, predictions, confidences, keep=keep)
+    phases["observe_batch_s"] = time.perf_counter() - start - sum(phases.values())
+    monitor.flush()
+    text = generate_latest(registry)
+    phases["flush_scrape_s"] = time.perf_counter() - start - sum(phases.values())
+    phases["seconds"] = time.perf_counter() - start
+    phases["psi"] = float(np.mean([_psi_5m(text, f) for f in reference.columns]))
+    return phases
+
+
+def _psi_5m(text: bytes, feature: str) -> float:
+    start = f'model_feature_psi{{feature="{feature}",model="bench",'.encode()
+    for line in text.splitlines():
+        if line.startswith(start) and b'window="5m"' in line:
+            return float(line.rsplit(b" ", 1)[1])
+    raise AssertionError(f"no PSI for {feature}")
+
+
+DECILES = np.linspace(0.1, 0.9, 9)
+
+
+def near_limit(
+    reference: pd.DataFrame, current: pd.DataFrame, outputs: tuple[np.ndarray, ...]
+) -> dict[str, float]:
+    """The same counting in plain numpy, nothing else: reference deciles per column, both frames
+    binned by searchsorted and bincount, finiteness, PSI per column; the outputs' class counts
+    and confidence buckets. No KS sample, no moments, no windows, no metrics, no ids or store."""
+    _, predictions, confidences = outputs
+    start = time.perf_counter()
+    ref, cur = reference.to_numpy(), current.to_numpy()
+    edges = np.quantile(ref, DECILES, axis=0)
+    psi = np.empty(ref.shape[1])
+    for j in range(ref.shape[1]):
+        finite = cur[:, j][np.isfinite(cur[:, j])]
+        expected = np.bincount(np.searchsorted(edges[:, j], ref[:, j], side="right"), minlength=10)
+        actual = np.bincount(np.searchsorted(edges[:, j], finite, side="right"), minlength=10)
+        p = np.maximum(expected / expected.sum(), 1e-4)
+        q = np.maximum(actual / max(actual.sum(), 1), 1e-4)
+        psi[j] = float(np.sum((q - p) * np.log(q / p)))
+    _, per_class = np.unique(predictions, return_counts=True)
+    buckets = np.bincount(np.searchsorted([0.5, 0.8], confidences, side="right"), minlength=3)
+    seconds = time.perf_counter() - start
+    assert per_class.sum() == buckets.sum() == len(predictions)
+    return {"seconds": seconds, "psi": float(psi.mean())}
+
+
+def _peak_mib(run: Callable[[], object]) -> float:
+    """Peak memory traced while ``run`` runs (numpy's buffers included), in MiB."""
+    gc.collect()
+    tracemalloc.start()
+    run()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak / 2**20
+
+
+def bench_batch_vs_evidently(
+    rows: int, features: int, repeats: int, evidently_python: str | None, seed: int = 0
+) -> dict[str, Any]:
+    """Issue 17: ``rows`` reference and current rows of ``features`` columns through this
+    monitor, through plain numpy, and through Evidently when a Python with it is given."""
+    reference, current = drift_frames(rows, features, seed)
+    outputs = batch_outputs(rows, seed)
+    # The contenders take turns in every round, so a busy moment of a shared machine falls on
+    # all of them alike; medians of the rounds.
+    runs, lean, limits = [], [], []
+    for _ in range(repeats):
+        gc.collect()
+        runs.append(ours(reference, current, outputs, keep=True))
+        gc.collect()
+        lean.append(ours(reference, current, outputs, keep=False)["seconds"])
+        gc.collect()
+        limits.append(near_limit(reference, current, outputs))
+    result: dict[str, Any] = {"rows": rows, "features": features, "repeats": repeats}
+    result["ours"] = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    result["ours_keep_false_s"] = statistics.median(lean)
+    result["near_limit"] = {k: statistics.median(r[k] for r in limits) for k in limits[0]}
+    result["ours_peak_mib"] = _peak_mib(lambda: ours(reference, current, outputs, keep=True))
+    result["near_limit_peak_mib"] = _peak_mib(lambda: near_limit(reference, current, outputs))
+    if evidently_python is not None:
+        result["evidently"] = evidently_run(evidently_python, rows, features, seed, repeats)
+    return result
+
+
+def print_batch_vs_evidently(results: list[dict[str, Any]]) -> None:
+    print("| features | contender | seconds | rows/s | x near-limit | Evidently / this "
+          "| peak memory | mean PSI |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|")
+    for r in results:
+        limit, mine = r["near_limit"]["seconds"], r["ours"]["seconds"]
+        contenders = [
+            ("this project", mine, f"{r['ours_peak_mib']:,.0f} MiB traced", r["ours"]["psi"]),
+            ("plain numpy near-limit", limit, f"{r['near_limit_peak_mib']:,.0f} MiB traced",
+             r["near_limit"]["psi"]),
+        ]  # fmt: skip
+        evidently = r.get("evidently")
+        if evidently is not None:
+            contenders.append((f"Evidently {evidently['evidently']}", evidently["seconds"],
+                               f"{evidently['peak_rss_growth_mib']:,.0f} MiB RSS growth",
+                               float(np.mean(evidently["psi"]))))  # fmt: skip
+        for name, seconds, memory, psi in contenders:
+            versus = f"{evidently['seconds'] / seconds:.1f}x" if evidently else ""
+            print(f"| {r['features']} | {name} | {seconds:.3f} | {r['rows'] / seconds:,.0f} | "
+                  f"{seconds / limit:.2f}x | {versus} | {memory} | {psi:.4f} |")  # fmt: skip
+    print()
+    print("| features | this project: profile | monitor | observe_batch | flush + scrape "
+          "| total | total with keep=False |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    for r in results:
+        o = r["ours"]
+        print(f"| {r['features']} | {o['profile_s']:.3f} s | {o['monitor_s']:.3f} s | "
+              f"{o['observe_batch_s']:.3f} s | {o['flush_scrape_s']:.3f} s | {o['seconds']:.3f} s "
+              f"| {r['ours_keep_false_s']:.3f} s |")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer repeats, smaller inputs")
+    parser.add_argument(
+        "--only", choices=["batch-vs-evidently"], help="run one section (the file keeps the rest)"
+    )
+    parser.add_argument(
+        "--evidently-python", metavar="PATH", help="a Python with Evidently, in a venv of its own"
+    )
     args = parser.parse_args()
     repeats = 3 if args.quick else 7
+    rows, runs = (20_000, 1) if args.quick else (200_000, 3)
+    # The load average before and after: the machine may be shared, and the file should say so.
+    load = os.getloadavg()
+    sweep = [bench_batch_vs_evidently(rows, 20, runs, args.evidently_python)]
+    sweep += [bench_batch_vs_evidently(rows, features, runs, None) for features in (10, 100)]
+    section = {"machine": machine(), "load_before_after": [load, os.getloadavg()], "runs": sweep}
+    if args.only == "batch-vs-evidently":
+        print(f"machine: {machine()['cpu']}, {machine()['cores']} cores, load {load[0]:.2f}")
+        print_batch_vs_evidently(sweep)
+        saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        RESULTS.write_text(json.dumps({**saved, "batch_vs_evidently": section}, indent=2) + "\n")
+        return
     results: dict[str, Any] = {"machine": machine()}
     results["observe"] = bench_observe(5_000 if args.quick else 20_000, repeats)
     results["batch"] = bench_batch(10_000 if args.quick else 100_000, repeats)
     results["scrape"] = bench_scrape(10_000 if args.quick else 100_000, repeats)
     sizes = (10_000, 100_000) if args.quick else (10_000, 100_000, 1_000_000)
     results["windows"] = [bench_windows(size, repeats) for size in sizes]
+    results["batch_vs_evidently"] = section
 
     o, b, s = results["observe"], results["batch"], results["scrape"]
     print(f"machine: {results['machine']['cpu']}, {results['machine']['cores']} cores, "
@@ -264,6 +488,8 @@ def main() -> None:
         print(f"| {w['window_values']:,} | {w['ours_scrape_ms']:.2f} ms | "
               f"{w['raw_scrape_ms']:.2f} ms | {w['ours_memory_kib']:,.0f} KiB | "
               f"{w['raw_memory_kib']:,.0f} KiB |")  # fmt: skip
+    print()
+    print_batch_vs_evidently(sweep)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(results, indent=2) + "\n")
 
