@@ -130,6 +130,18 @@ class Inputs:
     def watches(self) -> list[NumericWatch | CategoricalWatch]:
         return [*self.numeric, *self.categorical]
 
+    def count_invalid(self, feature: str, reason: str) -> None:
+        """Count an invalid value of ``feature`` found outside a row (a request refused for it);
+        a feature or reason the monitor does not count is ignored."""
+        key = self.key
+        if key is not None and key.name == feature:
+            child = key.invalid.get(reason)
+        else:
+            watch = next((w for w in self.watches if w.name == feature), None)
+            child = watch.invalid.get(reason) if watch is not None else None
+        if child is not None:
+            child.inc()
+
     def take_row(self, features: Mapping[str, Any]) -> None:
         try:
             get = features.get

@@ -160,11 +160,9 @@ class ModelMonitor:
         segment_by: str | None = None,
         flush_interval: float | None = FLUSH_SECONDS,
     ) -> None:
-        if flush_interval is not None and not 0 < flush_interval < math.inf:
-            raise ValueError(f"flush_interval must be a positive number of seconds or None, "
-                             f"got {flush_interval!r}")  # fmt: skip
         specs = _checked_windows(name, task, classes, max_classes, min_samples, sample_size,
-                                 confidence_thresholds, windows, slices)  # fmt: skip
+                                 confidence_thresholds, windows, slices,
+                                 flush_interval)  # fmt: skip
         self.name, self.version, self.task, self.reference = name, version, task, reference
         self.min_samples, self.max_classes = min_samples, max_classes
         self.drift_cache_seconds = drift_cache_seconds
@@ -274,13 +272,7 @@ class ModelMonitor:
 
     def count_invalid(self, feature: str, reason: str) -> None:
         """Count an invalid value found outside ``observe`` (e.g. a request refused for it)."""
-        key, watches = self._parts.inputs.key, self._parts.streams.watches
-        watch = key if key is not None and key.name == feature else next(
-            (w for w in watches if w.name == feature), None
-        )  # fmt: skip
-        child = watch.invalid.get(reason) if watch is not None else None
-        if child is not None:
-            child.inc()
+        self._parts.inputs.count_invalid(feature, reason)
 
     def observe_latency(self, seconds: float) -> None:
         """Record one inference latency (``observe`` and ``instrument`` call this for you)."""
@@ -346,14 +338,10 @@ class ModelMonitor:
     def flush(self) -> None:
         """Bring counters up to date, drop expired predictions and publish this worker's windows.
 
-        A scrape never does this (it only reads), so it runs on a clock of its own: the library's
-        timer every ``flush_interval`` seconds, a service's background task every second, and a
-        caller who needs every count so far before reading the registry (a test, a batch job
-        about to push; :func:`exporter.metrics.flush_registry` flushes every monitor of a
-        registry). ``observe`` also does the counters part at most once a second. Until a flush,
-        the per-bin counts and value sums of at most that interval are held back; every other
-        counter (predictions, invalid inputs, latency) is written by ``observe`` itself. Never
-        raises.
+        Never inside a scrape (a scrape only reads): the library's timer runs it every
+        ``flush_interval`` s, a service every second, a caller before reading the registry
+        (:func:`exporter.metrics.flush_registry`). Until then only the per-bin counts and value
+        sums of that interval wait; ``observe`` writes every other counter. Never raises.
         """
         parts = self._parts
         try:
@@ -388,9 +376,13 @@ class ModelMonitor:
 def _checked_windows(
     name: str, task: Task, classes: Sequence[str] | None, max_classes: int, min_samples: int,
     sample_size: int, confidence_thresholds: tuple[float, float], windows: Sequence[str],
-    slices: int,
+    slices: int, flush_interval: float | None,
 ) -> list[WindowSpec]:  # fmt: skip
     """The windows' specs, once every argument of a monitor is checked; ValueError otherwise."""
+    if flush_interval is not None and not 0 < flush_interval < math.inf:
+        raise ValueError(
+            f"flush_interval must be a positive number of seconds or None, got {flush_interval!r}"
+        )
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     if not name or not isinstance(name, str):

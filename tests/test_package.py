@@ -66,3 +66,23 @@ def test_every_public_error_of_the_package_has_the_one_root() -> None:
                 found.append(value)
     assert len(found) >= 15, found
     assert [error for error in found if not issubclass(error, ExporterError)] == []
+
+
+def test_no_module_over_500_lines_and_no_class_over_300() -> None:
+    """Small modules, each with one job (the core redesign's bound): a module or class that
+    grows past this is split, not stretched."""
+    import ast
+
+    long_modules, long_classes = [], []
+    for path in sorted((ROOT / "exporter").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT)
+        if text.count("\n") > 500:
+            long_modules.append(f"{name}: {text.count(chr(10))} lines")
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.ClassDef) and node.end_lineno is not None:
+                length = node.end_lineno - node.lineno + 1
+                if length > 300:
+                    long_classes.append(f"{name}:{node.lineno} {node.name}: {length} lines")
+    assert not long_modules, long_modules
+    assert not long_classes, long_classes
