@@ -18,11 +18,17 @@ venv: $(STAMP)
 tools:
 	@bash scripts/install-tools.sh
 
+# The suite in two runs: the tests that need no Prometheus or Alertmanager in two processes
+# (pytest-xdist, one per core of the CI machine; each test file in one process, so a module's
+# shared fixtures start once), then the stack tests one at a time, since they time real alert
+# evaluations against real servers. 2 min 51 s instead of about 5.5 for the first part.
 test: venv tools lint
-	$(PY) -m pytest
+	$(PY) -m pytest -m "not stack" -n 2 --dist loadfile
+	$(PY) -m pytest -m stack
 
 # The suite (less the stack tests) on the oldest dependency releases pyproject.toml admits
-# (constraints/lower-bounds.txt), in a venv of its own. CI runs it after `make test`.
+# (constraints/lower-bounds.txt), in a venv of its own. CI runs it after `make test`. It asks
+# whether the code works on those releases; it runs in two processes like `make test`.
 LOWER := .venv-lower
 LOWER_STAMP := $(LOWER)/.installed
 $(LOWER_STAMP): pyproject.toml constraints/lower-bounds.txt
@@ -39,7 +45,7 @@ $(LOWER_STAMP): pyproject.toml constraints/lower-bounds.txt
 # that TestClient leaving its lifespan stream open (anyio >= 4.4 warns when it is collected; fixed
 # in starlette 0.38.6, Kludex/starlette#2693). exporter/ creates no anyio memory stream of its own.
 test-lower: $(LOWER_STAMP) tools
-	$(LOWER)/bin/python -m pytest -m "not stack" -p no:cacheprovider \
+	$(LOWER)/bin/python -m pytest -m "not stack" -p no:cacheprovider -n 2 --dist loadfile \
 		--deselect tests/test_demo_models.py::test_committed_references_are_what_the_build_script_produces \
 		--ignore tests/test_wheel.py \
 		-W "ignore:invalid value encountered in cast:RuntimeWarning" \
