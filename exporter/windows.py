@@ -77,70 +77,134 @@ def tick_seconds(specs: Sequence[WindowSpec]) -> int:
 class Reservoir:
     """Uniform sample of at most ``capacity`` values from a stream (Li's Algorithm L).
 
-    Once full, the next replacement index is drawn ahead of time, so the per-value cost is a
-    counter increment and one comparison; random numbers are drawn only on a replacement.
+    Once full, the replacements are scheduled ahead of time in blocks computed with numpy from a
+    generator seeded by ``rng``: for each replacement, the position in the stream where it happens
+    (Algorithm L's skips: ``log w`` is a cumulative sum of ``log(u) / k``, each skip is
+    ``floor(log(u') / log1p(-w))``) and the slot it overwrites. :meth:`add` (per value) and
+    :meth:`add_many` (per array) only read that schedule, so they keep the same sample for the same
+    stream and seed, however the values are split into calls; per value the cost is a counter
+    increment and a comparison, and :meth:`add_many` applies a block's replacements with numpy.
     """
 
-    __slots__ = ("capacity", "values", "seen", "_next", "_weight", "_rng")
+    __slots__ = (
+        "capacity", "values", "seen", "_next", "_rng", "_gen",
+        "_positions", "_slots", "_index", "_log_weight", "_blocks",
+    )  # fmt: skip
+
+    #: Replacements scheduled in the first block after the sample fills; each next block doubles,
+    #: up to the maximum (clearing drops the rest of the block: a quiet tick wastes a small one).
+    FIRST_BLOCK = 64
+    MAX_BLOCK = 1024
+    #: Skips are capped so that positions stay well inside int64 (never reached in practice).
+    _MAX_SKIP = 2.0**50
+
+    _positions: npt.NDArray[np.int64]
+    _slots: npt.NDArray[np.int64]
 
     def __init__(self, capacity: int, rng: random.Random) -> None:
         self.capacity = capacity
         self.values: list[float] = []
         self.seen = 0
         self._rng = rng
-        self._weight = 1.0
-        self._next = 0
+        self._gen: np.random.Generator | None = None
+        self._clear_schedule()
 
     def add(self, value: float) -> None:
         self.seen += 1
         if self.seen <= self.capacity:
             self.values.append(value)
             if self.seen == self.capacity:
-                self._weight = math.exp(math.log(self._random()) / self.capacity)
-                self._schedule()
+                self._start_schedule()
         elif self.seen == self._next:
-            self.values[self._rng.randrange(self.capacity)] = value
-            self._weight *= math.exp(math.log(self._random()) / self.capacity)
-            self._schedule()
+            self.values[int(self._slots[self._index])] = value
+            self._advance(self._index + 1)
 
     def add_many(self, values: npt.NDArray[np.float64]) -> None:
-        """Add an array of values; only the replacements cost Python work (O(k log(n/k)))."""
-        position = 0
+        """Add an array of values: the same sample as :meth:`add` on each, at numpy speed."""
+        values = np.asarray(values, dtype=np.float64)
         size = len(values)
-        if self.capacity == 0:
+        if self.capacity == 0 or size == 0:
             self.seen += size
             return
+        offset = 0
         if self.seen < self.capacity:
-            room = min(self.capacity - self.seen, size)
-            for value in values[:room].tolist():
-                self.add(value)
-            position = room
-        while position < size:
-            # Index in `values` of the next replacement, per the schedule drawn ahead of time.
-            target = self._next - self.seen - 1 + position
-            if target >= size:
-                self.seen += size - position
+            offset = min(self.capacity - self.seen, size)
+            self.values.extend(values[:offset].tolist())
+            self.seen += offset
+            if self.seen < self.capacity:
                 return
-            self.seen += target - position
-            self.add(float(values[target]))
-            position = target + 1
+            self._start_schedule()
+        # values[i] is the stream's value number base + i (counted from 1, like `seen`).
+        base = self.seen + 1 - offset
+        end = self.seen + size - offset
+        slots: list[npt.NDArray[np.int64]] = []
+        picks: list[npt.NDArray[np.int64]] = []
+        while self._next <= end:
+            stop = int(np.searchsorted(self._positions, end, side="right"))
+            slots.append(self._slots[self._index : stop])
+            picks.append(self._positions[self._index : stop] - base)
+            self._advance(stop)
+        self.seen = end
+        if slots:
+            self._replace(np.concatenate(slots), values[np.concatenate(picks)])
 
     def clear(self) -> None:
         self.values = []
         self.seen = 0
-        self._weight = 1.0
+        self._clear_schedule()
+
+    def _replace(self, slots: npt.NDArray[np.int64], new: npt.NDArray[np.float64]) -> None:
+        """Write ``new[i]`` into ``slots[i]`` in order (a later write to a slot wins)."""
+        if len(slots) < self.capacity // 8:
+            values = self.values
+            for slot, value in zip(slots.tolist(), new.tolist(), strict=True):
+                values[slot] = value
+            return
+        # The last write to each slot: the first occurrence in the reversed order.
+        last, first_in_reversed = np.unique(slots[::-1], return_index=True)
+        sample = np.asarray(self.values, dtype=np.float64)
+        sample[last] = new[::-1][first_in_reversed]
+        self.values = sample.tolist()
+
+    def _clear_schedule(self) -> None:
         self._next = 0
+        self._index = 0
+        self._positions = np.empty(0, dtype=np.int64)
+        self._slots = np.empty(0, dtype=np.int64)
+        self._log_weight = 0.0
+        self._blocks = 0
 
-    def _random(self) -> float:
-        # random() is in [0, 1); log(0) would fail, and 0 is vanishingly rare anyway.
-        return self._rng.random() or 1e-300
+    def _start_schedule(self) -> None:
+        """The sample just filled: schedule replacements from weight 1 at position ``capacity``."""
+        self._clear_schedule()
+        self._schedule_block(self.capacity)
+        self._next = int(self._positions[0])
 
-    def _schedule(self) -> None:
-        if self._weight >= 1.0:
-            skip = 0
-        else:
-            skip = int(math.log(self._random()) / math.log1p(-self._weight))
-        self._next = self.seen + skip + 1
+    def _advance(self, index: int) -> None:
+        """Move past the replacements before ``index``; schedule the next block when needed."""
+        if index >= len(self._positions):
+            self._schedule_block(int(self._positions[-1]))
+            index = 0
+        self._index = index
+        self._next = int(self._positions[index])
+
+    def _schedule_block(self, last_position: int) -> None:
+        if self._gen is None:
+            self._gen = np.random.default_rng(self._rng.getrandbits(128))
+        size = min(self.FIRST_BLOCK << min(self._blocks, 16), self.MAX_BLOCK)
+        self._blocks += 1
+        # Always drawn in this order: weights, skips, slots. 1 - random() is in (0, 1].
+        weight_uniforms = 1.0 - self._gen.random(size)
+        skip_uniforms = 1.0 - self._gen.random(size)
+        self._slots = self._gen.integers(0, self.capacity, size=size, dtype=np.int64)
+        log_weight = self._log_weight + np.cumsum(np.log(weight_uniforms) / self.capacity)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            skips = np.floor(np.log(skip_uniforms) / np.log1p(-np.exp(log_weight)))
+        skips = np.nan_to_num(skips, nan=0.0, posinf=self._MAX_SKIP)
+        steps = np.minimum(skips, self._MAX_SKIP).astype(np.int64) + 1
+        self._positions = last_position + np.cumsum(steps)
+        self._log_weight = float(log_weight[-1])
+        self._index = 0
 
 
 def merge_samples(
