@@ -5,8 +5,8 @@ bin, class and confidence bucket, the confidence histogram in one ``inc`` per bu
 rows kept for their ground truth reach the outcome store as columns (a
 :class:`~exporter.outcomes.PendingBatch`: one dict update or one transaction). The Python work
 left per row is the prediction ids the caller gets back and the kept rows' values the store
-holds; per value, only each window's KS reservoir replacements (:mod:`exporter.windows`, most of
-what a first batch of a tick costs: 0.3 s of 0.55 s for 200,000 rows x 20 features).
+holds. Each window's KS reservoir takes its replacements from a schedule drawn in numpy blocks
+(:mod:`exporter.windows`), so they no longer cost Python work per value either.
 """
 
 from __future__ import annotations
