@@ -72,15 +72,17 @@ class ModelOutputError(ExporterError, TypeError):
     object, nesting deeper than MAX_ANSWER_DEPTH): a failed call, counted under this name."""
 
 
-def check_answerable(result: Any) -> None:
-    """Raise :class:`ModelOutputError` unless the model's prediction can be answered as JSON."""
+def answerable_output(result: Any) -> tuple[Any, Any]:
+    """The model's answer as :func:`split_output` reads it, once the prediction is known to be
+    answerable as JSON; :class:`ModelOutputError` otherwise."""
     try:
-        prediction, _ = split_output(result)
+        prediction, confidence = split_output(result)
     except RecursionError:
         raise ModelOutputError("the model's answer is nested too deeply") from None
     problem = _not_json(prediction, 0)
     if problem is not None:
         raise ModelOutputError(f"the model's answer holds {problem}, which JSON cannot carry")
+    return prediction, confidence
 
 
 def _not_json(value: Any, depth: int) -> str | None:

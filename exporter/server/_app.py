@@ -26,10 +26,9 @@ from exporter.server._answers import (
     FEEDBACK_STATUS,
     ModelOutputError,
     RequestError,
+    answerable_output,
     answered_confidence,
-    check_answerable,
     error_answer,
-    split_output,
 )
 from exporter.server._body import parse_json_body
 from exporter.server._checks import (
@@ -92,13 +91,14 @@ def create_app(service: Service) -> FastAPI:
 
     # The same accounting as ModelMonitor.instrument (latency, error classes, output reading),
     # with the prediction kept for its ground truth by the group committer instead, which
-    # answers once it is in the store.
-    calls = monitor.instrument.caller(features=watched, output=split_output,
+    # answers once it is in the store. run_model has already read the answer into its
+    # (prediction, confidence) pair, so the output reader takes the pair as it is.
+    calls = monitor.instrument.caller(features=watched, output=_as_read,
                                       keep=not durable_store)  # fmt: skip
 
-    def run_model(raw: dict[str, Any]) -> Any:
-        """The model's answer to one instance, in a worker thread; what it cannot answer fails
-        the call like an exception of the model would."""
+    def run_model(raw: dict[str, Any]) -> tuple[Any, Any]:
+        """The model's answer to one instance, read once, in a worker thread; what it cannot
+        answer fails the call like an exception of the model would."""
         try:
             result = service.predict(raw)
         except Exception:
@@ -108,8 +108,7 @@ def create_app(service: Service) -> FastAPI:
             # come from the model's own code: a failed call counted under its class, answered
             # with the usual 500, never a reason for the service to stop.
             raise ModelAborted(exc) from exc
-        check_answerable(result)
-        return result
+        return answerable_output(result)
 
     async def _predict_one(features: dict[str, Any]) -> dict[str, Any]:
         raw = dict(features)
@@ -244,6 +243,11 @@ def _open_paths(config: MonitorConfig) -> frozenset[str]:
     """The paths that need no token: probes, docs and, unless protected, /metrics."""
     metrics = frozenset() if config.service.auth.protect_metrics else frozenset({"/metrics"})
     return PROBE_PATHS | DOCS_PATHS | metrics
+
+
+def _as_read(pair: tuple[Any, Any]) -> tuple[Any, Any]:
+    """The output reader of /predict's accounting: the pair run_model already read."""
+    return pair
 
 
 class ModelAborted(ExporterError):
