@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from exporter import ModelMonitor, ReferenceProfile
-from exporter._flusher import TIMER
+from exporter._flusher import _Timer
 from exporter.metrics import flush_registry
 from exporter.profile import NumericFeature
 from tests.test_monitor import Clock
@@ -112,17 +112,18 @@ def test_the_library_timer_flushes_without_traffic_or_scrapes(profile: Reference
 def test_the_timer_holds_monitors_weakly_and_stops_when_none_is_left(
     profile: ReferenceProfile,
 ) -> None:
+    """On a timer of its own (the process-wide one also serves other tests' monitors)."""
+    timer = _Timer()
     monitor = ModelMonitor("m", reference=profile, registry=CollectorRegistry(),
-                           flush_interval=0.01)  # fmt: skip
-    assert TIMER._thread is not None
-    thread = TIMER._thread
+                           flush_interval=None)  # fmt: skip
+    timer.add(monitor, 0.01)
+    thread = timer._thread
+    assert thread is not None and thread.is_alive()
     del monitor
     gc.collect()
-    deadline = time.monotonic() + 5
-    while thread.is_alive() and time.monotonic() < deadline and not TIMER._due:
-        time.sleep(0.01)
-    if not TIMER._due:  # other tests' monitors may still be alive in this process
-        assert not thread.is_alive()
+    thread.join(timeout=5)
+    assert not thread.is_alive(), "the timer kept running for a monitor that is gone"
+    assert timer._thread is None and not timer._due
 
 
 @pytest.mark.parametrize("interval", [0, -1, float("inf"), float("nan")])

@@ -6,7 +6,7 @@ Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboard
 from __future__ import annotations
 
 from exporter.mixin import dashboard_drift_output
-from exporter.mixin.panel_layout import merge, organize, row, sort_by
+from exporter.mixin.panel_layout import bin_share_columns, merge, organize, row, sort_by
 from exporter.mixin.panels import (
     Json,
     barchart,
@@ -168,18 +168,7 @@ def rows(settings: Settings) -> list[Json]:
                     h=9,
                     x_field="bin",
                     repeat="feature",
-                    transformations=[
-                        merge(),
-                        organize(
-                            exclude=["Time", "__name__", "model", "feature"],
-                            rename={
-                                "Value #A": "current (1h)",
-                                "Value #B": "current (1d)",
-                                "Value #C": "reference",
-                            },
-                        ),
-                        sort_by("bin", desc=False),
-                    ],
+                    transformations=bin_share_columns(),
                 ),
             ],
         ),

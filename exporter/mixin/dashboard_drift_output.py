@@ -5,7 +5,7 @@ Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboard
 
 from __future__ import annotations
 
-from exporter.mixin.panel_layout import merge, organize, row, sort_by
+from exporter.mixin.panel_layout import bin_share_columns, row
 from exporter.mixin.panels import Json, barchart, target, timeseries
 from exporter.mixin.settings import Settings
 from exporter.mixin.thresholds import Effective
@@ -76,18 +76,7 @@ def rows(settings: Settings) -> list[Json]:
                     w=8,
                     h=9,
                     x_field="bin",
-                    transformations=[
-                        merge(),
-                        organize(
-                            exclude=["Time", "__name__", "model", "feature"],
-                            rename={
-                                "Value #A": "current (1h)",
-                                "Value #B": "current (1d)",
-                                "Value #C": "reference",
-                            },
-                        ),
-                        sort_by("bin", desc=False),
-                    ],
+                    transformations=bin_share_columns(),
                 ),
                 timeseries(
                     "Output drift per process",

@@ -33,6 +33,23 @@ def sort_by(field: str, *, desc: bool) -> Json:
     return {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": field, "desc": desc}]}}
 
 
+def bin_share_columns() -> list[Json]:
+    """A bin-share bar chart's table: its three instant queries (A: the share over the last hour,
+    B: over the last day, C: the reference) merged into one row per bin, in bin order."""
+    return [
+        merge(),
+        organize(
+            exclude=["Time", "__name__", "model", "feature"],
+            rename={
+                "Value #A": "current (1h)",
+                "Value #B": "current (1d)",
+                "Value #C": "reference",
+            },
+        ),
+        sort_by("bin", desc=False),
+    ]
+
+
 def grouping_to_matrix(row: str, column: str) -> Json:
     return {
         "id": "groupingToMatrix",
