@@ -168,12 +168,12 @@ def test_invalid_inputs_on_one_feature() -> None:
 
 
 def test_no_ground_truth_ever() -> None:
-    evidence = replace(
-        HEALTHY, performance=None, ground_truth_coverage=0.0, had_ground_truth=False
-    )
+    evidence = replace(HEALTHY, performance=None, ground_truth_coverage=0.0, had_ground_truth=False)
     status = summarize(evidence)
     assert status.state == "ok"  # blind, not failing
-    assert rules_of(evidence) == {"no-ground-truth": "no ground truth: performance alerts are blind"}
+    assert rules_of(evidence) == {
+        "no-ground-truth": "no ground truth: performance alerts are blind"
+    }
 
 
 def test_ground_truth_that_stopped() -> None:
