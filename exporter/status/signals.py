@@ -156,20 +156,22 @@ class _Judge:
                       "seconds")  # fmt: skip
 
     def drift(self, drift: FeatureDriftEvidence, window: str) -> Signal:
+        name = "drift"
         if drift.feature == OUTPUT_FEATURE:
+            name = "output_drift"
             levels: tuple[tuple[str, State], ...] = (("output_psi", "warning"),)
         else:
             levels = (("psi_critical", "critical"), ("psi_warning", "warning"))
         first = self.thresholds.get(levels[-1][0])
         if drift.psi_excess is None:
             note = "too few values to judge" if drift.psi is not None else "no values"
-            return Signal("drift", drift.psi, first, window, "ok", "PSI", drift.feature, note)
+            return Signal(name, drift.psi, first, window, "ok", "PSI", drift.feature, note)
         for key, state in levels:
             threshold = self.thresholds.get(key)
             if threshold is not None and drift.psi_excess > threshold:
-                return Signal("drift", drift.psi, threshold, window, state, "PSI", drift.feature,
+                return Signal(name, drift.psi, threshold, window, state, "PSI", drift.feature,
                               f"{drift.psi_excess:.3f} above its no-drift level")  # fmt: skip
-        return Signal("drift", drift.psi, first, window, "ok", "PSI", drift.feature)
+        return Signal(name, drift.psi, first, window, "ok", "PSI", drift.feature)
 
     def performance(self, window: str) -> Signal | None:
         perf = self.evidence.performance
@@ -192,8 +194,8 @@ class _Judge:
         for key, state in levels:
             threshold = self.thresholds.get(key)
             if threshold is not None and judged > threshold:
-                return Signal(name, value, threshold, window, state, unit,
-                              note=f"99% lower bound {judged:.3g}")  # fmt: skip
+                note = f"99% lower bound {bound:.3g}" if bound is not None else ""
+                return Signal(name, value, threshold, window, state, unit, note=note)
         return Signal(name, value, self.thresholds.get("mae_warning"), window, "ok", unit)
 
     def _accuracy(
@@ -203,8 +205,8 @@ class _Judge:
         floor = self.thresholds.get("accuracy_min")
         judged = bound if bound is not None else value
         if floor is not None and judged < floor:
-            return Signal(name, value, floor, window, "critical", unit,
-                          note=f"99% upper bound {judged:.3g}")  # fmt: skip
+            note = f"99% upper bound {bound:.3g}" if bound is not None else ""
+            return Signal(name, value, floor, window, "critical", unit, note=note)
         drop = self.thresholds.get("accuracy_drop")
         if baseline is not None and drop is not None:
             limit = baseline * (1 - drop)

@@ -1,0 +1,181 @@
+"""``GET /status`` of one service: the health summary of its model as its own process sees it.
+
+The counters on the service's registry (every worker's, with several workers) since the process
+started, and the monitor's own windows for drift and performance. It knows nothing of the other
+replicas or of the alerts firing, and says so: the fleet view is ``model-exporter status
+--prometheus URL``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from prometheus_client import CollectorRegistry
+from prometheus_client.samples import Sample
+
+from exporter.status.model import (
+    OUTPUT_FEATURE,
+    Evidence,
+    FeatureDriftEvidence,
+    PerformanceEvidence,
+)
+from exporter.status.render import document
+from exporter.status.summary import summarize
+
+if TYPE_CHECKING:
+    from exporter.monitor import FeatureDrift, ModelMonitor, WindowPerformance
+    from exporter.server import Service
+
+SOURCE = "this process"
+SINCE_START = "since start"
+#: The drift and performance window shown when the monitor keeps it; else its longest.
+PREFERRED_WINDOW = "1h"
+#: The rules' PSI excess exists only over this many values (recording.yml).
+MIN_DRIFT_VALUES = 30
+#: Not inputs: the output, its confidence and the ground truth are counted among the invalid
+#: values under these names.
+NOT_INPUTS = frozenset({OUTPUT_FEATURE, "__confidence__", "__actual__"})
+
+
+def status_of_service(service: Service) -> dict[str, Any]:
+    """The JSON document of ``GET /status``: one model version, read from this process."""
+    if not service.reader:
+        service.monitor.flush()  # the held-back per-bin counts reach the counters first
+    samples = list(_own_samples(_samples(service), service.monitor.model_labels))
+    window = _window(service.monitor.windows)
+    status = summarize(evidence_of(service.monitor, samples, window))
+    note = (
+        f"counts of this process since it started (every worker's, with several), drift and "
+        f"performance over its {window} window; no other replica and no alert is seen here. The "
+        "fleet view, with the alerts firing, is `model-exporter status --prometheus URL`."
+    )
+    return document([status], source=SOURCE, note=note)
+
+
+def _samples(service: Service) -> Iterable[Sample]:
+    registry = service.registry
+    if service.multiprocess_dir is not None:
+        from prometheus_client import multiprocess
+
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=str(service.multiprocess_dir))  # type: ignore[no-untyped-call]
+    for family in registry.collect():
+        yield from family.samples
+
+
+def _own_samples(samples: Iterable[Sample], labels: tuple[str, str]) -> Iterable[Sample]:
+    model, version = labels
+    for sample in samples:
+        if sample.labels.get("model") == model and sample.labels.get("version", version) == version:
+            yield sample
+
+
+def _window(windows: list[str]) -> str:
+    return PREFERRED_WINDOW if PREFERRED_WINDOW in windows else windows[-1]
+
+
+def _sum(samples: Iterable[Sample], name: str, by: str | None = None) -> dict[str, float]:
+    """Samples of ``name`` summed by the value of the label ``by`` (all under "" without)."""
+    totals: dict[str, float] = {}
+    for sample in samples:
+        if sample.name == name:
+            key = sample.labels.get(by, "") if by else ""
+            totals[key] = totals.get(key, 0.0) + float(sample.value)
+    return totals
+
+
+def histogram_quantile(quantile: float, buckets: Mapping[str, float]) -> float | None:
+    """The quantile of cumulative bucket counts by ``le``, interpolated within its bucket as
+    Prometheus' histogram_quantile does; None without observations."""
+    edges = sorted((float(le), count) for le, count in buckets.items())
+    if not edges or edges[-1][1] <= 0:
+        return None
+    rank = quantile * edges[-1][1]
+    lower_edge, lower_count = 0.0, 0.0
+    for edge, count in edges:
+        if count >= rank:
+            if math.isinf(edge):
+                return lower_edge  # above the last finite edge: its value, as Prometheus gives
+            if count == lower_count:
+                return edge
+            return lower_edge + (edge - lower_edge) * (rank - lower_count) / (count - lower_count)
+        lower_edge, lower_count = edge, count
+    return None
+
+
+def evidence_of(monitor: ModelMonitor, samples: list[Sample], window: str) -> Evidence:
+    """The evidence of one monitor's process: its counters (``samples``, its own series only)
+    and its drift snapshot's ``window``."""
+    predictions = sum(_sum(samples, "model_predictions_total").values())
+    errors = {k: v for k, v in _sum(samples, "model_prediction_errors_total", "error").items() if v}
+    calls = predictions + sum(errors.values())
+    invalid = {
+        f: n for f, n in _sum(samples, "model_input_invalid_total", "feature").items()
+        if f not in NOT_INPUTS
+    }  # fmt: skip
+    valid = {
+        f: n for f, n in _sum(samples, "model_feature_bin_total", "feature").items()
+        if f not in NOT_INPUTS
+    }  # fmt: skip
+    values = sum(invalid.values()) + sum(valid.values())
+    outcomes = sum(_sum(samples, "model_absolute_error_count").values()) + sum(
+        _sum(samples, "model_outcomes_total").values()
+    )
+    snapshot = monitor.drift()
+    return Evidence(
+        model=monitor.name,
+        version=monitor.version,
+        thresholds=_sum(samples, "model_alert_threshold", "alert"),
+        windows={"traffic": SINCE_START, "drift": window, "performance": window},
+        traffic=predictions,
+        traffic_unit="predictions",
+        calls=calls,
+        error_ratio=sum(errors.values()) / calls if calls else None,
+        errors_by_kind=errors,
+        latency_p95_seconds=histogram_quantile(
+            0.95, _sum(samples, "model_prediction_duration_seconds_bucket", "le")
+        ),
+        invalid_ratio=sum(invalid.values()) / values if values else None,
+        invalid_by_feature={f: n / (n + valid.get(f, 0.0)) for f, n in invalid.items() if n > 0},
+        drift=tuple(_drift(monitor, snapshot.features, window)),
+        performance=_performance(monitor, snapshot.performance.get(window)),
+        ground_truth_coverage=outcomes / predictions if predictions else None,
+        had_ground_truth=outcomes > 0,
+    )
+
+
+def _bins(monitor: ModelMonitor, feature: str) -> int | None:
+    reference = monitor.reference
+    if reference is None:
+        return None
+    profile = reference.output if feature == OUTPUT_FEATURE else reference.features.get(feature)
+    return len(profile.bin_labels) if profile is not None else None
+
+
+def _drift(
+    monitor: ModelMonitor, features: Mapping[str, Mapping[str, FeatureDrift]], window: str
+) -> Iterable[FeatureDriftEvidence]:
+    for feature in sorted(features):
+        drift = features[feature].get(window)
+        if drift is None:
+            continue
+        psi = drift.psi if drift.ready else None
+        bins = _bins(monitor, feature)
+        excess = None
+        # The same excess over the no-drift level as the recording rules', so one threshold
+        # means the same in both views.
+        if psi is not None and bins is not None and drift.samples >= MIN_DRIFT_VALUES:
+            excess = psi - (bins - 1) / drift.samples
+        yield FeatureDriftEvidence(feature, psi, excess, float(drift.samples))
+
+
+def _performance(
+    monitor: ModelMonitor, window: WindowPerformance | None
+) -> PerformanceEvidence | None:
+    metric: Literal["mae", "accuracy"] = "mae" if monitor.task == "regression" else "accuracy"
+    if window is None:
+        return None
+    value = window.metrics.get(metric) if window.ready else None
+    return PerformanceEvidence(metric, value, None, float(window.samples))

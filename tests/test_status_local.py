@@ -1,0 +1,96 @@
+"""``status_of_service``: the health summary of one service, read from its own process."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from exporter.config import load_config
+from exporter.server import BodyLimit, build_service, create_app
+from exporter.status.local import histogram_quantile, status_of_service
+from tests.service_fixtures import write_setup
+
+
+@pytest.fixture
+def service(tmp_path: Path):
+    config = write_setup(tmp_path, "regression")
+    service = build_service(load_config(config), tmp_path / "data")
+    with TestClient(BodyLimit(create_app(service), 65536)) as client:
+        yield service, client
+
+
+def _predict(client: TestClient, miles: np.ndarray) -> list[dict]:
+    """Predictions for ``miles``, with zones in the reference's mix."""
+    zones = np.random.default_rng(0).choice(["north", "south", "east"], len(miles))
+    answers = []
+    for start in range(0, len(miles), 50):
+        rows = zip(miles[start : start + 50], zones[start : start + 50], strict=True)
+        instances = [{"miles": float(m), "zone": str(z)} for m, z in rows]
+        response = client.post("/predict", json={"instances": instances})
+        assert response.status_code == 200, response.text
+        answers.extend(response.json()["predictions"])
+    return answers
+
+
+def _feedback(client: TestClient, answers: list[dict], error: float) -> None:
+    for start in range(0, len(answers), 50):
+        chunk = [
+            {"prediction_id": a["prediction_id"], "actual": a["prediction"] + error}
+            for a in answers[start : start + 50]
+        ]
+        assert client.post("/feedback", json=chunk).status_code == 200
+
+
+def test_steady_traffic_is_ok(service) -> None:
+    service, client = service
+    rng = np.random.default_rng(1)
+    answers = _predict(client, rng.gamma(2.0, 2.0, 400))
+    _feedback(client, answers, 1.0)
+    answer = status_of_service(service)
+    json.dumps(answer, allow_nan=False)
+    assert answer["source"] == "this process"
+    assert "model-exporter status --prometheus" in answer["note"]
+    [model] = answer["models"]
+    assert (model["model"], model["version"]) == ("toy", "v1")
+    assert model["state"] == "ok", model
+    assert model["recommendations"] == []
+    signals = {s["name"]: s for s in model["signals"]}
+    assert signals["traffic"]["value"] == 400 and signals["traffic"]["window"] == "since start"
+    assert signals["mae"]["value"] == pytest.approx(1.0)
+    assert signals["mae"]["window"] == "1h"
+    assert signals["ground_truth_coverage"]["value"] == pytest.approx(1.0)
+    assert {d["feature"] for d in model["drift"]} == {"miles", "zone"}
+    assert model["alerts"] == []
+
+
+def test_drift_errors_and_a_worse_mae_are_found_with_what_to_do(service) -> None:
+    service, client = service
+    rng = np.random.default_rng(2)
+    answers = _predict(client, rng.gamma(6.0, 3.0, 300))  # far from the reference gamma(2, 2)
+    _feedback(client, answers, 10.0)  # MAE 10, over mae_critical 5
+    for index in range(40):  # the toy model raises ToyFailure on negative miles: 12% of calls
+        response = client.post("/predict", json={"features": {"miles": -1.0 - index}})
+        assert response.status_code == 500
+    [model] = status_of_service(service)["models"]
+    assert model["state"] == "critical"
+    assert model["drift"][0]["feature"] == "miles"
+    assert model["drift"][0]["state"] == "critical"
+    signals = {s["name"]: s for s in model["signals"]}
+    assert signals["error_ratio"]["value"] == pytest.approx(40 / 340)
+    assert signals["mae"]["state"] == "critical"
+    texts = {r["rule"]: r["text"] for r in model["recommendations"]}
+    assert texts["retrain"].startswith("miles has drifted (PSI ")
+    assert "MAE 10 is over its 5 threshold" in texts["retrain"]
+    assert texts["errors-one-kind"].startswith("errors are all ToyFailure (12% of calls")
+
+
+def test_histogram_quantile_interpolates_like_prometheus() -> None:
+    # 100 observations: 50 under 0.1, 40 in (0.1, 0.5], 10 in (0.5, 1]: the 95th is in the last.
+    buckets = {"0.1": 50.0, "0.5": 90.0, "1.0": 100.0, "+Inf": 100.0}
+    assert histogram_quantile(0.95, buckets) == pytest.approx(0.75)
+    assert histogram_quantile(0.95, {"+Inf": 0.0}) is None
+    assert histogram_quantile(0.5, {"1.0": 0.0, "+Inf": 10.0}) == 1.0
