@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -33,6 +34,20 @@ EXPIRE_SECONDS = 60.0
 #: Known classes up to this many get all their (predicted, actual) outcome series up front.
 PRECREATE_OUTCOME_CLASSES = 20
 STORE_ERRORS = (StoreError, sqlite3.Error, OSError)
+
+#: The ground truths sharing each store, by (model, version): a service serving several versions
+#: of one model keeps their predictions in one store, and an outcome is counted by the version
+#: that made the prediction (its record says which), whichever version's monitor resolved it.
+_SHARING: weakref.WeakKeyDictionary[Any, weakref.WeakValueDictionary[tuple[str, str], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+_SHARING_LOCK = threading.Lock()
+
+
+def _shared(store: Any) -> Any:
+    """The store ``store`` stands for: a view of another store (the service's for a candidate
+    version, exporter.server._versions.CandidateStore) names it in ``shares``."""
+    return getattr(store, "shares", store)
 
 
 class GroundTruth:
@@ -74,6 +89,12 @@ class GroundTruth:
         self.outcome = inst.outcomes
         self.labels = labels
         self.outcome_children: dict[tuple[str, str], Any] = {}
+        try:
+            with _SHARING_LOCK:
+                sharing = _SHARING.setdefault(_shared(store), weakref.WeakValueDictionary())
+                sharing[(model, version)] = self
+        except TypeError:  # a store of the caller's own that cannot be weakly referenced
+            pass
         known = classes.labels.names()
         if not regression and len(known) <= PRECREATE_OUTCOME_CLASSES:
             # Outcome series start at 0 for every known (predicted, actual) pair: a counter born
@@ -169,12 +190,25 @@ class GroundTruth:
                 log.error("model monitor %s cannot read the outcome store: %s", self.model, exc)
                 return Resolution.UNAVAILABLE
             if resolved.resolution is Resolution.RECORDED and resolved.pending is not None:
-                self.count_outcome(resolved.pending, value, now)
+                self.owner(resolved.pending.version).count_outcome(resolved.pending, value, now)
             return resolved.resolution
         except Exception:
             self.monitor_errors.inc()
             log.exception("model monitor %s failed to record an outcome", self.model)
             return Resolution.UNAVAILABLE
+
+    def owner(self, version: str) -> GroundTruth:
+        """Who counts the outcome of a prediction ``version`` made: the ground truth of that
+        version on the same store, else this one (a version no longer loaded)."""
+        if version == self.version:
+            return self
+        try:
+            with _SHARING_LOCK:
+                sharing = _SHARING.get(_shared(self.store))
+                peer = sharing.get((self.model, version)) if sharing is not None else None
+        except TypeError:  # not weakly referenceable: shared with no one
+            return self
+        return peer if isinstance(peer, GroundTruth) else self
 
     def valid_actual(self, actual: Any) -> str | float | None:
         """The actual judged as this task's predictions are (a number for a regression, a

@@ -11,7 +11,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, FiniteFloat, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FiniteFloat,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from exporter.errors import ExporterError
 from exporter.mixin.thresholds import KEYS
@@ -28,6 +36,10 @@ class ConfigError(ExporterError, ValueError):
     """A config that cannot be used; the message names the file, the key path and the problem."""
 
 
+#: ``package.module:callable``, the form of every import path in the config.
+IMPORT_PATH = r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$"
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -38,10 +50,10 @@ class ModelSection(_Section):
     task: Literal["classification", "regression"]
     #: ``package.module:callable``; the callable takes a features dict and returns a prediction,
     #: a ``(prediction, confidence)`` pair or a mapping with ``prediction`` (and ``confidence``).
-    import_path: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    import_path: str = Field(pattern=IMPORT_PATH)
     #: Optional ``package.module:callable`` turning a request's raw features (e.g. a text) into the
     #: features the monitor watches (e.g. its length); the model still gets the raw features.
-    derive_features: str | None = Field(default=None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+    derive_features: str | None = Field(default=None, pattern=IMPORT_PATH)
     stage: str = "production"
     #: Features the model cannot predict without: a request lacking one (or sending null) is a
     #: 422 naming it, counted as ``missing`` input when the feature is watched, instead of a
@@ -132,6 +144,66 @@ class ServiceSection(_Section):
     auth: AuthSection = Field(default_factory=AuthSection)
 
 
+#: What a candidate's alert may compare with the primary (``ModelCandidateWorse``).
+CANDIDATE_METRICS = ("accuracy", "error_ratio", "mae")
+#: Candidates one service may load: each adds a monitor and its series to every scrape.
+MAX_CANDIDATES = 8
+#: Defaults of a shadow's own bounds (``timeout_seconds``, ``max_concurrency``).
+SHADOW_TIMEOUT_SECONDS = 1.0
+SHADOW_MAX_CONCURRENCY = 4
+
+
+class CandidateSection(_Section):
+    """Another version of the model, served beside the primary (docs/versions.md)."""
+
+    version: str = Field(min_length=1, max_length=128)
+    import_path: str = Field(pattern=IMPORT_PATH)
+    #: Its own reference profile; default the primary's (relative to this file).
+    reference: Path | None = None
+    mode: Literal["canary", "shadow"]
+    #: canary: share of requests it answers; shadow: share of requests it also sees (default 1).
+    weight: FiniteFloat | None = Field(default=None, gt=0, le=1)
+    timeout_seconds: FiniteFloat | None = Field(default=None, gt=0, le=300)
+    max_concurrency: int | None = Field(default=None, ge=1, le=256)
+    alert_on: list[Literal["accuracy", "error_ratio", "mae"]] | None = None
+
+    @field_validator("alert_on")
+    @classmethod
+    def _alert_on(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("alert_on must be distinct")
+        return value
+
+    @property
+    def share(self) -> float:
+        """The weight, with a shadow's default (every request)."""
+        return 1.0 if self.weight is None else self.weight
+
+    @property
+    def timeout(self) -> float:
+        return SHADOW_TIMEOUT_SECONDS if self.timeout_seconds is None else self.timeout_seconds
+
+    @property
+    def concurrency(self) -> int:
+        return SHADOW_MAX_CONCURRENCY if self.max_concurrency is None else self.max_concurrency
+
+
+class KeyedProblem(ExporterError, ValueError):
+    """A mistake found across keys, reported under the key it names (``candidates.1.weight``)
+    rather than at the top level, where pydantic puts a whole-model check's error."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _file_name(version: str) -> str:
+    # The monitor's shared window files are named by version with every character but letters,
+    # digits, '.' and '_' as '_' (exporter._exchange.safe): two versions alike there would
+    # merge each other's windows.
+    return "".join(c if c.isalnum() or c in "._" else "_" for c in version)[:64]
+
+
 class MonitorConfig(_Section):
     model: ModelSection
     reference: Path | None = None
@@ -140,6 +212,9 @@ class MonitorConfig(_Section):
     thresholds: dict[str, FiniteFloat] = Field(default_factory=dict)
     outcomes: OutcomeSection = Field(default_factory=OutcomeSection)
     service: ServiceSection = Field(default_factory=ServiceSection)
+    #: Other versions served beside ``model``: canaries answer a share of the requests, shadows
+    #: see a share and are only recorded (docs/versions.md).
+    candidates: list[CandidateSection] = Field(default_factory=list, max_length=MAX_CANDIDATES)
     #: Where the file was read from; relative paths resolve against its folder.
     source: Path = Path("<config>")
 
@@ -150,6 +225,59 @@ class MonitorConfig(_Section):
         if unknown:
             raise ValueError(f"unknown keys {unknown}; known: {sorted(THRESHOLD_KEYS)}")
         return value
+
+    @model_validator(mode="after")
+    def _candidates(self) -> MonitorConfig:
+        seen = {_file_name(self.model.version): "model.version"}
+        regression = self.model.task == "regression"
+        for i, candidate in enumerate(self.candidates):
+            key = f"candidates.{i}"
+            other = seen.get(_file_name(candidate.version))
+            if other is not None:
+                raise KeyedProblem(
+                    f"{key}.version",
+                    f"{candidate.version!r} is taken by {other} (versions must differ, also "
+                    "with every character but letters, digits, '.' and '_' read as '_')",
+                )
+            seen[_file_name(candidate.version)] = f"{key}.version"
+            if candidate.mode == "canary":
+                if candidate.weight is None:
+                    raise KeyedProblem(
+                        f"{key}.weight",
+                        "a canary needs a weight in (0, 1], the share of requests it answers",
+                    )
+                for name in ("timeout_seconds", "max_concurrency"):
+                    if getattr(candidate, name) is not None:
+                        raise KeyedProblem(
+                            f"{key}.{name}",
+                            "only a shadow has it (a canary's answer is the client's: it is "
+                            "never cut short)",
+                        )
+            wrong = "accuracy" if regression else "mae"
+            if wrong in (candidate.alert_on or ()):
+                raise KeyedProblem(
+                    f"{key}.alert_on", f"{wrong} does not apply to a {self.model.task} model"
+                )
+        total = sum(c.share for c in self.candidates if c.mode == "canary")
+        if total >= 1:
+            raise KeyedProblem(
+                "candidates",
+                f"the canaries' weights sum to {total:g}; they must sum to less than 1, the "
+                "primary answering the rest",
+            )
+        return self
+
+    def candidate_alerts(self, candidate: CandidateSection) -> list[str]:
+        """The comparisons that may alert for ``candidate``: its ``alert_on``, or by default
+        ``error_ratio`` and the task's own (``accuracy`` or ``mae``)."""
+        if candidate.alert_on is not None:
+            return list(candidate.alert_on)
+        return ["error_ratio", "mae" if self.model.task == "regression" else "accuracy"]
+
+    def candidate_reference_path(self, candidate: CandidateSection) -> Path | None:
+        """A candidate's reference profile: its own, or else the primary's."""
+        own = self._beside_the_file(candidate.reference)
+        return own if own is not None else self.reference_path()
 
     def reference_path(self) -> Path | None:
         return self._beside_the_file(self.reference)
@@ -200,7 +328,12 @@ def config_from_document(document: Any, *, source: Path = Path("<config>")) -> M
     except ValidationError as exc:
         problems = []
         for error in exc.errors()[:5]:
-            location = ".".join(str(p) for p in error["loc"]) or "(top level)"
+            keyed = error.get("ctx", {}).get("error")
+            location = (
+                keyed.key
+                if isinstance(keyed, KeyedProblem)
+                else ".".join(str(p) for p in error["loc"]) or "(top level)"
+            )
             message = error["msg"].removeprefix("Value error, ")
             problems.append(f"{location}: {message}")
         more = exc.error_count() - len(problems)

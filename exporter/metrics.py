@@ -459,3 +459,38 @@ def state_for(
             state = RegistryState(instruments, collector, buckets)
             _STATES[registry] = state
         return state
+
+
+@dataclass(frozen=True)
+class VersionInstruments:
+    """The series of a service serving several versions of one model (docs/versions.md)."""
+
+    role: Gauge
+    candidate_guard: Gauge
+    shadow_skipped: Counter
+
+
+_VERSIONS: weakref.WeakKeyDictionary[CollectorRegistry, VersionInstruments] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def version_instruments_for(registry: CollectorRegistry) -> VersionInstruments:
+    """Created on first use, by ``serve``: a library user's registry gets none of these."""
+    m = MODEL_LABELS
+    with _STATES_LOCK:
+        made = _VERSIONS.get(registry)
+        if made is None:
+            # Like model_info: the same value in every worker, so "max" reads it once.
+            made = VersionInstruments(
+                role=Gauge("model_version_role", "Each loaded version (value 1) and its role: "
+                           "primary, canary or shadow.", [*m, "role"], registry=registry,
+                           multiprocess_mode="max"),
+                candidate_guard=Gauge("model_candidate_guard", "A candidate's comparison with "
+                                      "the primary that may alert (value 1).", [*m, "metric"],
+                                      registry=registry, multiprocess_mode="max"),
+                shadow_skipped=Counter("model_shadow_skipped", "Shadow calls skipped because "
+                                       "max_concurrency were in flight.", m, registry=registry),
+            )  # fmt: skip
+            _VERSIONS[registry] = made
+        return made

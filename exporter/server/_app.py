@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from exporter.config import MonitorConfig
 from exporter.errors import ExporterError
 from exporter.group_commit import GroupCommitter
-from exporter.outcomes import MemoryOutcomeStore, StoreError
+from exporter.outcomes import MemoryOutcomeStore, Resolution, StoreError
 from exporter.security import DOCS_PATHS, PROBE_PATHS, require_bearer
 from exporter.server._answers import (
     FEEDBACK_STATUS,
@@ -40,7 +40,16 @@ from exporter.server._checks import (
 )
 from exporter.server._metrics import metrics_response
 from exporter.server._openapi import METRICS, READYZ, ServiceDocs
-from exporter.server._service import Service
+from exporter.server._service import Predict, Service
+from exporter.server._shadow import ShadowRunner
+from exporter.server._versions import (
+    MAX_ROUTING_KEY_LENGTH,
+    ROUTING_HEADER,
+    Router,
+    Version,
+    shadow_id,
+    skipped_counter,
+)
 from exporter.server._workers import flush_forever, mark_dead
 
 log = logging.getLogger("exporter.server")
@@ -57,17 +66,27 @@ def create_app(service: Service) -> FastAPI:
         service.store, on_error=monitor.store_failed, on_success=monitor.store_succeeded
     )
 
+    versions = service.versions or (
+        Version(config.model.version, "primary", monitor, service.predict, 1.0),
+    )
+    router = Router(versions[0], [v for v in versions if v.role == "canary"])
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         task = asyncio.create_task(flush_forever(service))
+        for shadow in shadows:
+            shadow.start()
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            for shadow in shadows:
+                shadow.close()
             await committer.close()
-            await run_in_threadpool(monitor.flush)
+            for each in service.monitors:
+                await run_in_threadpool(each.flush)
             await run_in_threadpool(service.store.close)
             if service.multiprocess_dir is not None:
                 mark_dead(service.multiprocess_dir, os.getpid())
@@ -79,8 +98,9 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
 
-    def watched(raw: dict[str, Any]) -> Mapping[str, Any]:
-        """The features the monitor watches: the request's, plus the derived ones."""
+    def watched(predict: Predict, raw: dict[str, Any]) -> Mapping[str, Any]:
+        """The features the monitor watches: the request's, plus the derived ones (the
+        accounting reads them from run_model's arguments)."""
         if service.derive is None:
             return raw
         try:
@@ -93,48 +113,51 @@ def create_app(service: Service) -> FastAPI:
     # with the prediction kept for its ground truth by the group committer instead, which
     # answers once it is in the store. run_model has already read the answer into its
     # (prediction, confidence) pair, so the output reader takes the pair as it is.
-    calls = monitor.instrument.caller(features=watched, output=_as_read,
-                                      keep=not durable_store)  # fmt: skip
+    # Every version is accounted by its own monitor through this same caller.
+    calls = {v.name: v.monitor.instrument.caller(features=watched, output=_as_read,
+                                                 keep=not durable_store)
+             for v in versions}  # fmt: skip
+    # A shadow's calls are accounted alike, but it stores its predictions itself, under ids
+    # derived from the answering version's (exporter.server._shadow).
+    shadows = [
+        ShadowRunner(v, v.monitor.instrument.caller(features=watched, output=_as_read, keep=False),
+                     run_model, skipped_counter(service.registry, v.monitor),
+                     service.store.remember)
+        for v in versions if v.role == "shadow"
+    ]  # fmt: skip
 
-    def run_model(raw: dict[str, Any]) -> tuple[Any, Any]:
-        """The model's answer to one instance, read once, in a worker thread; what it cannot
-        answer fails the call like an exception of the model would."""
-        try:
-            result = service.predict(raw)
-        except Exception:
-            raise
-        except BaseException as exc:
-            # In a worker thread a SystemExit, KeyboardInterrupt or bare BaseException can only
-            # come from the model's own code: a failed call counted under its class, answered
-            # with the usual 500, never a reason for the service to stop.
-            raise ModelAborted(exc) from exc
-        return answerable_output(result)
-
-    async def _predict_one(features: dict[str, Any]) -> dict[str, Any]:
+    async def _predict_one(features: dict[str, Any], version: Version) -> dict[str, Any]:
         raw = dict(features)
         # The latency counts from here: a call waiting for a free thread is slow for its client.
         start = time.perf_counter()
         try:
-            answered = await run_in_threadpool(calls.call, run_model, (raw,), started=start)
+            answered = await run_in_threadpool(
+                calls[version.name].call, run_model, (version.predict, raw), started=start
+            )
         except Exception as exc:
             kind = getattr(exc, "error_kind", None) or type(exc).__name__
             detail = f": {exc}" if isinstance(exc, ModelOutputError) else ""
-            log.warning("model %s raised %s%s", config.model.name, kind, detail)
+            log.warning("model %s version %s raised %s%s", config.model.name, version.name,
+                        kind, detail)  # fmt: skip
             raise _ModelFailed from None
         prediction_id = answered.prediction_id
         if prediction_id is None:  # the answer could not be read (counted as a monitor error)
             raise _ModelFailed
         prediction, confidence = answered.prediction, answered.confidence
         if durable_store:
-            pending = monitor.pending(prediction_id, prediction, confidence)
+            pending = version.monitor.pending(prediction_id, prediction, confidence)
             if pending is not None:
                 await committer.submit(pending)
+        for shadow in shadows:
+            # Started, never awaited: the answer below leaves whatever the shadow does.
+            if shadow.sampled():
+                shadow.submit(dict(features), prediction_id)
         return {
             "prediction": prediction,
             "confidence": answered_confidence(confidence),
             "prediction_id": prediction_id,
             "model": config.model.name,
-            "version": config.model.version,
+            "version": version.name,
         }
 
     # The handlers check the raw JSON themselves; the bodies are documented by hand.
@@ -149,6 +172,7 @@ def create_app(service: Service) -> FastAPI:
     )
     async def predict(request: Request) -> Response:
         try:
+            version = router.pick(_routing_key(request))
             document = await parse_json_body(await request.body())
             if not isinstance(document, dict):
                 raise RequestError(422, "body", f"must be a JSON object, got {json_kind(document)}")
@@ -161,7 +185,7 @@ def create_app(service: Service) -> FastAPI:
                 raise RequestError(422, "body", "send exactly one of features or instances")
             if "features" in document:
                 features = check_features(service, document["features"], "features")
-                return JSONResponse(await _predict_one(features))
+                return JSONResponse(await _predict_one(features, version))
             instances = document["instances"]
             if not isinstance(instances, list):
                 raise RequestError(
@@ -176,12 +200,24 @@ def create_app(service: Service) -> FastAPI:
             checked = [
                 check_features(service, item, f"instances.{i}") for i, item in enumerate(instances)
             ]
-            answers = [await _predict_one(item) for item in checked]
+            answers = [await _predict_one(item, version) for item in checked]
             return JSONResponse({"predictions": answers})
         except RequestError as exc:
             return error_answer(exc.status, exc.problems)
         except _ModelFailed:
             return JSONResponse({"detail": "the model failed to predict"}, status_code=500)
+
+    def record_outcome(prediction_id: str, actual: Any) -> Resolution:
+        """The outcome of a prediction, counted by the version that made it (the monitors share
+        the store, exporter._ground_truth), and of the shadows' predictions for the same request;
+        the answer is the answering version's."""
+        status = monitor.record_outcome(prediction_id, actual)
+        if status in (Resolution.RECORDED, Resolution.DUPLICATE):
+            for shadow in shadows:
+                shadow.version.monitor.record_outcome(
+                    shadow_id(prediction_id, shadow.version.name), actual
+                )
+        return status
 
     @app.post(
         "/feedback",
@@ -197,11 +233,11 @@ def create_app(service: Service) -> FastAPI:
                 items = [check_outcome(item, f"{i}") for i, item in enumerate(document)]
                 results = []
                 for prediction_id, actual in items:
-                    status = await run_in_threadpool(monitor.record_outcome, prediction_id, actual)
+                    status = await run_in_threadpool(record_outcome, prediction_id, actual)
                     results.append({"prediction_id": prediction_id, "status": status.value})
                 return JSONResponse({"results": results})
             prediction_id, actual = check_outcome(document, "")
-            status = await run_in_threadpool(monitor.record_outcome, prediction_id, actual)
+            status = await run_in_threadpool(record_outcome, prediction_id, actual)
         except RequestError as exc:
             return error_answer(exc.status, exc.problems)
         code, reason = FEEDBACK_STATUS[status]
@@ -243,6 +279,29 @@ def _open_paths(config: MonitorConfig) -> frozenset[str]:
     """The paths that need no token: probes, docs and, unless protected, /metrics."""
     metrics = frozenset() if config.service.auth.protect_metrics else frozenset({"/metrics"})
     return PROBE_PATHS | DOCS_PATHS | metrics
+
+
+def run_model(predict: Predict, raw: dict[str, Any]) -> tuple[Any, Any]:
+    """A version's answer to one instance, read once, in a worker thread; what it cannot answer
+    fails the call like an exception of the model would."""
+    try:
+        result = predict(raw)
+    except Exception:
+        raise
+    except BaseException as exc:
+        # In a worker thread a SystemExit, KeyboardInterrupt or bare BaseException can only
+        # come from the model's own code: a failed call counted under its class, answered
+        # with the usual 500, never a reason for the service to stop.
+        raise ModelAborted(exc) from exc
+    return answerable_output(result)
+
+
+def _routing_key(request: Request) -> str | None:
+    """The request's ``X-Routing-Key``: None when absent or empty (a random draw routes it)."""
+    key = request.headers.get(ROUTING_HEADER)
+    if key and len(key) > MAX_ROUTING_KEY_LENGTH:
+        raise RequestError(422, ROUTING_HEADER, f"longer than {MAX_ROUTING_KEY_LENGTH} characters")
+    return key or None
 
 
 def _as_read(pair: tuple[Any, Any]) -> tuple[Any, Any]:

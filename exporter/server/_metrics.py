@@ -44,7 +44,8 @@ def _render_metrics(service: Service) -> bytes:
     # the counters (and, with several workers, their files) before anything is read. The reading
     # itself writes nothing.
     if not service.reader:
-        service.monitor.flush()
+        for monitor in service.monitors:
+            monitor.flush()
     if service.multiprocess_dir is None:
         return generate_latest(service.registry)
     from prometheus_client import multiprocess

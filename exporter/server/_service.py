@@ -19,6 +19,13 @@ from exporter.monitor import ModelMonitor
 from exporter.outcomes import MemoryOutcomeStore, OutcomeStore, SqliteOutcomeStore, StoreError
 from exporter.profile import CategoricalFeature, NumericFeature, ProfileError, ReferenceProfile
 from exporter.security import BearerTokens, TokenFileError
+from exporter.server._versions import (
+    CandidateStore,
+    Version,
+    candidate_config,
+    export_roles,
+    load_candidate_reference,
+)
 
 Predict = Callable[[Mapping[str, Any]], Any]
 Derive = Callable[[Mapping[str, Any]], Mapping[str, Any]]
@@ -74,6 +81,14 @@ class Service:
     #: True for the supervisor's reader (``metrics_reader``): it serves no predictions, so it
     #: has nothing to flush and must not publish windows of its own.
     reader: bool = False
+    #: Every loaded version, the primary (``monitor``, ``predict``) first, then the config's
+    #: ``candidates`` in order (docs/versions.md).
+    versions: tuple[Version, ...] = ()
+
+    @property
+    def monitors(self) -> list[ModelMonitor]:
+        """The monitor of every version, the primary's first."""
+        return [v.monitor for v in self.versions] or [self.monitor]
 
 
 def build_service(
@@ -129,6 +144,17 @@ def build_service(
         # A mistake the config's schema cannot see on its own (domains of an unwatched feature,
         # classes for a regression): one clear line like any other config error.
         raise ConfigError(f"{config.source}: monitoring: {exc}") from None
+    state_dir = multiprocess_dir / "windows" if multiprocess_dir is not None else None
+    try:
+        candidates = build_candidates(config, reference, registry=registry, store=store,
+                                      state_dir=state_dir)  # fmt: skip
+    except BaseException:
+        store.close()
+        raise
+    canary_share = sum(v.weight for v in candidates if v.role == "canary")
+    versions = (Version(config.model.version, "primary", monitor, predict, 1.0 - canary_share),
+                *candidates)  # fmt: skip
+    export_roles(registry, config)
     watched = config.features or (list(reference.features) if reference else [])
     numeric = frozenset(
         f for f in watched if reference and isinstance(reference.features[f], NumericFeature)
@@ -137,7 +163,36 @@ def build_service(
         f for f in watched if reference and isinstance(reference.features[f], CategoricalFeature)
     )
     return Service(config, monitor, predict, derive, store, registry, multiprocess_dir,
-                   numeric, categorical, tokens, reader=metrics_reader)  # fmt: skip
+                   numeric, categorical, tokens, reader=metrics_reader,
+                   versions=versions)  # fmt: skip
+
+
+def build_candidates(
+    config: MonitorConfig,
+    primary_reference: ReferenceProfile | None,
+    *,
+    registry: CollectorRegistry,
+    store: OutcomeStore,
+    state_dir: Path | None,
+) -> list[Version]:
+    """The config's ``candidates``, each with its model and a monitor of its own on the
+    service's registry and (shared) outcome store; ConfigError or ProfileError for a mistake."""
+    built = []
+    for i, candidate in enumerate(config.candidates):
+        predict = import_callable(candidate.import_path, f"candidates.{i}.import_path")
+        reference = load_candidate_reference(config, candidate, primary_reference)
+        own = candidate_config(config, candidate)
+        check_segments(own, reference)
+        try:
+            monitor = monitor_for(own, reference, registry=registry,
+                                  outcomes=CandidateStore(store), state_dir=state_dir)  # fmt: skip
+        except ValueError as exc:
+            if isinstance(exc, ProfileError):
+                raise
+            raise ConfigError(f"{config.source}: candidates.{i}: {exc}") from None
+        built.append(Version(candidate.version, candidate.mode, monitor, predict,
+                             candidate.share, candidate))  # fmt: skip
+    return built
 
 
 def monitor_for(

@@ -29,7 +29,8 @@ async def flush_forever(service: Service) -> None:
     ticks = 0
     while True:
         await asyncio.sleep(FLUSH_INTERVAL_SECONDS)
-        await run_in_threadpool(service.monitor.flush)
+        for monitor in service.monitors:
+            await run_in_threadpool(monitor.flush)
         await run_in_threadpool(_checkpoint, service)
         ticks += 1
         if service.multiprocess_dir is not None and ticks % SWEEP_EVERY_TICKS == 0:
