@@ -58,6 +58,7 @@ from exporter.metrics import (
 )
 from exporter.outcomes import OutcomeStore, PendingPrediction, Resolution
 from exporter.profile import ReferenceProfile
+from exporter.pushgateway import PushToGateway
 from exporter.windows import Clock, WindowSpec
 
 __all__ = [
@@ -73,7 +74,7 @@ Task = Literal["classification", "regression"]
 TASKS: tuple[Task, ...] = ("classification", "regression")
 
 
-class ModelMonitor:
+class ModelMonitor(PushToGateway):
     """Exports a model's predictions, inputs and drift to a Prometheus registry.
 
     Parameters
@@ -173,6 +174,7 @@ class ModelMonitor:
         self._lock = threading.Lock()
         # Every series carries these; a library user may pass any text for either.
         self._labels = labels = (label_value(name), label_value(version))
+        self.registry = registry
         state = state_for(registry, latency_buckets(thresholds))
         warn_unless_latency_edges(state.latency_buckets, thresholds, name)
         settings = Settings(

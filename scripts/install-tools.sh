@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs Prometheus (with promtool) and Alertmanager (with amtool) from Debian's packages when
-# their binaries are missing. Safe to run again: it does nothing when everything is present.
+# Installs Prometheus (with promtool), Alertmanager (with amtool) and the Pushgateway (for batch
+# jobs) from Debian's packages when their binaries are missing. Safe to run again: it does nothing when everything is present.
 set -euo pipefail
 missing=()
 command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
 command -v amtool >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+command -v prometheus-pushgateway >/dev/null 2>&1 || missing+=(prometheus-pushgateway)
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0
 fi
@@ -28,5 +29,5 @@ export DEBIAN_FRONTEND=noninteractive
 # The Debian packages start system services on install where an init system runs; the tests start
 # their own servers on free ports, so stop these if they are running.
 if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
-  "${sudo_cmd[@]}" systemctl stop prometheus prometheus-alertmanager 2>/dev/null || true
+  "${sudo_cmd[@]}" systemctl stop prometheus prometheus-alertmanager prometheus-pushgateway 2>/dev/null || true
 fi
