@@ -35,3 +35,27 @@ def classify(features: Mapping[str, Any]) -> tuple[str, float]:
     if miles > 5:
         return "long", min(0.99, 0.5 + miles / 20)
     return "short", 0.9
+
+
+# -- candidate versions (tests/test_versions*.py) ------------------------------------------------
+
+
+def regress_plus_one(features: Mapping[str, Any]) -> float:
+    """A worse candidate of ``regress``: one more than it, everywhere."""
+    return regress(features) + 1.0
+
+
+def regress_sleeping(features: Mapping[str, Any]) -> float:
+    """A shadow that hangs: answers like ``regress`` after a second."""
+    time.sleep(1.0)
+    return regress(features)
+
+
+def regress_failing(features: Mapping[str, Any]) -> float:
+    """A shadow that always raises."""
+    raise ToyFailure("the candidate is broken")
+
+
+def classify_always_long(features: Mapping[str, Any]) -> tuple[str, float]:
+    """A classification candidate that always says 'long'."""
+    return "long", 0.7
