@@ -23,13 +23,17 @@ every call and predicts nothing (tests/stack_helpers.py).
 
 The tests then check what reached the receiver, every Grafana panel against the live Prometheus,
 the fleet-wide PSI against a computation in the test, that the rules kept to their selector and
-kept the fleets apart and, last because it kills a replica, what an exporter going down does.
+kept the fleets apart, what ``model-exporter status`` reads from this Prometheus (``ok`` for
+toyclass in steady traffic, the state and recommendations of each toyfare fleet at the moment its
+faults' alerts fire) and, last because it kills a replica, what an exporter going down does.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,7 +42,10 @@ import numpy as np
 import pytest
 
 from exporter import stats
+from exporter.errors import CommandError
 from exporter.profile import ReferenceProfile
+from exporter.status.command import add_arguments, run
+from exporter.status.prometheus import read_fleet
 from tests.binaries import require_binary
 from tests.grafana import SAMPLE_VARIABLES, PanelQuery, load_dashboards, panel_queries, substitute
 from tests.stack_helpers import (
@@ -537,7 +544,85 @@ def test_rules_keep_to_their_selector_and_fleets(scenario: Scenario) -> None:
     assert _stored(stack.receiver.url, alertname="ModelExporterAbsent") == []
 
 
-# --- 5. a replica dies --------------------------------------------------------------------------
+# --- 5. the health summary (model-exporter status) -------------------------------------------
+
+
+def _sample_time(
+    stack: Stack, expr: str, accept: Callable[[float], bool], *, last: bool = False
+) -> float:
+    """The first (with ``last``, the last) sample time since the stack started at which the
+    single series of ``expr`` satisfied ``accept``; 0 when it never did."""
+    series = stack.prometheus.query_range(expr, stack.started_at, time.time(), 1.0)
+    stamps = [float(t) for s in series for t, v in s["values"] if accept(float(v))]
+    return (max(stamps) if last else min(stamps)) if stamps else 0.0
+
+
+def test_status_says_what_to_do_for_each_fault_and_ok_when_steady(
+    scenario: Scenario, capsys: pytest.CaptureFixture[str]
+) -> None:
+    stack = scenario.stack
+    prometheus = stack.prometheus
+
+    # toyclass in steady traffic: the last scrape before its own drift, when it had served
+    # exactly the seeded and the reference predictions.
+    steady = CLASSIFIER_PREDICTIONS + 4
+    steady_at = _sample_time(
+        stack, f'sum(model_predictions_total{{model="{CLASSIFIER}"}})', lambda v: v == steady,
+        last=True,
+    )  # fmt: skip
+    assert steady_at, "toyclass never had exactly its steady predictions"
+    [classifier] = read_fleet(stack.prometheus.url, model=CLASSIFIER, at=steady_at).models
+    assert classifier.state == "ok", classifier
+    assert classifier.recommendations == ()
+    assert classifier.signal("accuracy") is not None
+
+    # toyfare once every fault is in: every outcome (the feedback comes last) recorded, and the
+    # drift, MAE and error-ratio alerts firing.
+    outcomes = f'sum(model_absolute_error_count{{model="{FARE}", cluster=""}})'
+    final = max(prometheus.values(outcomes).values())
+    all_in = _sample_time(stack, outcomes, lambda v: v == final)
+    names = ("ModelFeatureDriftPSI", "ModelMAEHigh", "ModelHighErrorRatio")
+    firing = _sample_time(
+        stack,
+        f'count(count by (alertname) (ALERTS{{model="{FARE}", cluster="", alertstate="firing", '
+        f'alertname=~"{"|".join(names)}"}}))',
+        lambda v: v == len(names),
+    )
+    assert all_in and firing, (all_in, firing)
+    at = max(all_in + 2, firing)
+    fleets = {s.fleet.get("cluster", ""): s for s in read_fleet(stack.prometheus.url, at=at).models
+              if s.model == FARE}  # fmt: skip
+    assert set(fleets) == {"", SECOND_CLUSTER}, fleets
+    fare = fleets[""]
+    assert fare.state == "critical"
+    assert {a.name for a in fare.alerts} >= set(names)
+    assert fare.drift[0].feature == "miles" and fare.drift[0].state != "ok", fare.drift
+    texts = {r.rule: r.text for r in fare.recommendations}
+    assert texts["retrain"].startswith("miles has drifted (PSI "), texts
+    assert "MAE " in texts["retrain"]
+    assert texts["errors-one-kind"].startswith("errors are all ToyFailure"), texts
+    # The same model in the other fleet (replica 1 alone, reference traffic): a worse MAE
+    # without drift, so the ground truth is the first suspect, not the inputs.
+    eu = fleets[SECOND_CLUSTER]
+    assert eu.state == "critical"
+    assert [d.state for d in eu.drift] == ["ok", "ok"], eu.drift
+    assert "performance-without-drift" in {r.rule for r in eu.recommendations}
+
+    # The command against the live Prometheus: JSON, and the table, for both models.
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert run(parser.parse_args(["--prometheus", stack.prometheus.url, "--json"])) == 0
+    answer = json.loads(capsys.readouterr().out)
+    assert {m["model"] for m in answer["models"]} == {FARE, CLASSIFIER}
+    assert run(parser.parse_args(["--prometheus", stack.prometheus.url, "--model", FARE])) == 0
+    table = capsys.readouterr().out
+    assert table.startswith(f"source: prometheus {stack.prometheus.url}")
+    assert f"\n{FARE} " in table and CLASSIFIER not in table
+    with pytest.raises(CommandError, match="knows no model 'nosuch'"):
+        run(parser.parse_args(["--prometheus", stack.prometheus.url, "--model", "nosuch"]))
+
+
+# --- 6. a replica dies --------------------------------------------------------------------------
 
 
 def _alertmanager_alerts(url: str) -> list[dict[str, Any]]:

@@ -43,6 +43,12 @@ def run(args: argparse.Namespace) -> int:
     except PrometheusError as exc:
         raise CommandError(str(exc)) from None
     source = f"prometheus {args.prometheus.rstrip('/')}"
+    if args.model is not None and not fleet.models:
+        # Most likely a misspelt name: an empty table would read as "nothing wrong".
+        raise CommandError(
+            f"{source} knows no model {args.model!r} (no model_info{{{args.selector}}} in the "
+            "last hour)"
+        )
     if args.json:
         answer = document(fleet.models, source=source, other_alerts=fleet.other_alerts)
         print(json.dumps(answer, indent=2))

@@ -214,15 +214,19 @@ class _Raw:
         return tuple(sorted(found, key=lambda a: (a.name, a.severity, sorted(a.labels.items()))))
 
     def _performance(self, key: Key) -> PerformanceEvidence | None:
-        if key in self.mae or key in self.mae_count:
+        # Every model exports both kinds of outcome series (a classifier's MAE count stays 0),
+        # so the kind is the one that counted outcomes; none yet: no performance to show.
+        mae_count = self.mae_count.get(key) or 0.0
+        accuracy_count = self.accuracy_count.get(key) or 0.0
+        if mae_count > 0 and mae_count >= accuracy_count:
             return PerformanceEvidence(
                 "mae", _finite(self.mae.get(key)), _finite(self.mae_lower.get(key)),
-                self.mae_count.get(key), _finite(self.mae_baseline.get(key)),
+                mae_count, _finite(self.mae_baseline.get(key)),
             )  # fmt: skip
-        if key in self.accuracy or key in self.accuracy_count:
+        if accuracy_count > 0:
             return PerformanceEvidence(
                 "accuracy", _finite(self.accuracy.get(key)),
-                _finite(self.accuracy_upper.get(key)), self.accuracy_count.get(key),
+                _finite(self.accuracy_upper.get(key)), accuracy_count,
                 _finite(self.accuracy_baseline.get(key)),
             )  # fmt: skip
         return None

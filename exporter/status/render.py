@@ -113,8 +113,15 @@ def _output(status: ModelStatus) -> str:
 
 
 def _alerts(alerts: Sequence[FiringAlert]) -> str:
-    names = sorted({f"{a.name}/{a.severity}" for a in alerts})
-    return ", ".join(names) or "-"
+    """Each alert's name once, with its worst severity firing (a warning and a critical of one
+    alert fire together)."""
+    rank = {"critical": 2, "warning": 1}
+    worst: dict[str, str] = {}
+    for alert in alerts:
+        seen = worst.get(alert.name)
+        if seen is None or rank.get(alert.severity, 0) > rank.get(seen, 0):
+            worst[alert.name] = alert.severity
+    return ", ".join(f"{name} ({worst[name]})" for name in sorted(worst)) or "-"
 
 
 def _row(status: ModelStatus) -> list[str]:

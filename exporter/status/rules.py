@@ -61,7 +61,10 @@ def number(value: float | None) -> str:
 
 
 def seconds(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3g} s"
+    """A duration as people read it: 0.9 s, 12 ms."""
+    if value is None:
+        return "-"
+    return f"{value * 1000:.3g} ms" if value < 0.1 else f"{value:.3g} s"
 
 
 def _psi(signal: Signal) -> Fields:
