@@ -19,7 +19,8 @@ from fastapi.testclient import TestClient
 
 from exporter.config import ConfigError, config_from_document, load_config
 from exporter.server import STARTUP_ERRORS, BodyLimit, build_service, create_app
-from exporter.server._versions import MAX_ROUTING_KEY_LENGTH, routing_point
+from exporter.server._openapi import MAX_ROUTING_KEY_LENGTH
+from exporter.server._versions import routing_point
 from tests.service_fixtures import ROOT, write_setup
 from tests.test_service import sample
 
@@ -292,3 +293,52 @@ def test_a_single_version_is_the_primary(tmp_path: Path) -> None:
         text = client.get("/metrics").text
     assert sample(text, "model_version_role", model="toy", version="v1", role="primary") == 1
     assert sample(text, "model_candidate_guard") is None
+
+
+def test_the_openapi_document_names_the_routing_key_and_the_answering_version(
+    tmp_path: Path,
+) -> None:
+    with client_for(write_setup(tmp_path, store="memory"), tmp_path / "data") as client:
+        document = client.get("/openapi.json").json()
+    predict = document["paths"]["/predict"]["post"]
+    (header,) = [p for p in predict["parameters"] if p["in"] == "header"]
+    assert header["name"] == "X-Routing-Key" and not header["required"]
+    assert header["schema"]["maxLength"] == MAX_ROUTING_KEY_LENGTH
+    answer = predict["responses"]["200"]["content"]["application/json"]["schema"]["anyOf"][0]
+    assert "answered" in answer["properties"]["version"]["description"]
+
+
+def test_the_fare_example_serves_a_canary_and_a_shadow(tmp_path: Path) -> None:
+    from exporter.demo_models.fare import FEATURES, synthetic_trips
+
+    config = load_config(ROOT / "examples" / "fare" / "monitor-canary.yml")
+    trips = synthetic_trips(200, seed=5)
+    answered: Counter[str] = Counter()
+    with client_for(config.source, tmp_path / "data") as client:
+        for row in trips[list(FEATURES)].to_dict("records"):
+            body = client.post("/predict", json={"features": row}).json()
+            answered[body["version"]] += 1
+        text = client.get("/metrics").text
+    assert set(answered) == {"2024.06-ols", "2024.12-overcharge"}, answered
+    roles = {"2024.06-ols": "primary", "2024.12-overcharge": "canary",
+             "2024.12-retrained": "shadow"}  # fmt: skip
+    for version, role in roles.items():
+        assert sample(text, "model_version_role", model="fare", version=version, role=role) == 1
+    assert sample(text, "model_candidate_guard", version="2024.12-retrained", metric="mae") == 1
+
+
+def test_the_demo_candidates_are_one_as_good_and_one_worse() -> None:
+    import numpy as np
+
+    from exporter.demo_models.fare import FEATURES, predict, synthetic_trips
+    from exporter.demo_models.fare_candidates import predict_overcharging, predict_retrained
+
+    trips = synthetic_trips(500, seed=11)
+    rows = trips[list(FEATURES)].to_dict("records")
+
+    def mae(model: Any) -> float:
+        return float(np.mean(np.abs(np.array([model(r) for r in rows]) - trips["fare"])))
+
+    primary, retrained, worse = mae(predict), mae(predict_retrained), mae(predict_overcharging)
+    assert abs(retrained - primary) < 0.1 * primary, (primary, retrained)
+    assert worse > 1.5 * primary, (primary, worse)

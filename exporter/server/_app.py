@@ -39,11 +39,10 @@ from exporter.server._checks import (
     json_kind,
 )
 from exporter.server._metrics import metrics_response
-from exporter.server._openapi import METRICS, READYZ, ServiceDocs
+from exporter.server._openapi import MAX_ROUTING_KEY_LENGTH, METRICS, READYZ, ServiceDocs
 from exporter.server._service import Predict, Service
 from exporter.server._shadow import ShadowRunner
 from exporter.server._versions import (
-    MAX_ROUTING_KEY_LENGTH,
     ROUTING_HEADER,
     Router,
     Version,

@@ -24,6 +24,9 @@ JsonSchema = dict[str, Any]
 LARGEST_DOUBLE = 1.7976931348623157e308
 #: Longest ``prediction_id`` /feedback takes (``check_outcome`` in ``_checks``).
 MAX_PREDICTION_ID_LENGTH = 256
+#: Longest ``X-Routing-Key`` /predict takes, in characters (a session or user id, not a
+#: document); checked in ``_app``.
+MAX_ROUTING_KEY_LENGTH = 256
 #: An integer past 1.7976931348623157e308 as written (not the double's exact value, about 8e291
 #: more) is refused as out of range, as the schema says (exporter.coerce).
 _FINITE_NUMBER: JsonSchema = {
@@ -76,7 +79,10 @@ _ANSWER: JsonSchema = {
         "confidence": {"type": ["number", "null"]},
         "prediction_id": {"type": "string", "description": "Send it back with /feedback."},
         "model": {"type": "string"},
-        "version": {"type": "string"},
+        "version": {
+            "type": "string",
+            "description": "The version that answered: the primary or a canary (docs/versions.md).",
+        },
     },
 }
 _OUTCOME_STATUS: JsonSchema = {
@@ -204,9 +210,21 @@ class ServiceDocs:
             "required": ["predictions"],
             "properties": {"predictions": {"type": "array", "items": _ANSWER}},
         }
+        routing_key = {
+            "name": "X-Routing-Key",
+            "in": "header",
+            "required": False,
+            "description": "Sticky routing between the primary and its canaries: one key is "
+            "always answered by the same version; without it, a random draw by their weights.",
+            "schema": {"type": "string", "maxLength": MAX_ROUTING_KEY_LENGTH},
+        }
         return {
             "openapi_extra": {
-                "requestBody": {"required": True, "content": {"application/json": {"schema": body}}}
+                "parameters": [routing_key],
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": body}},
+                },
             },
             "responses": {
                 200: _json(
@@ -215,7 +233,11 @@ class ServiceDocs:
                 **_errors(
                     (400, "The body is not JSON, or it is nested too deeply."),
                     (413, f"The body or the batch (over {self.max_batch}) is too large."),
-                    (422, "A field has the wrong type or is unknown; the answer names it."),
+                    (
+                        422,
+                        "A field has the wrong type or is unknown, or X-Routing-Key is too "
+                        "long; the answer names it.",
+                    ),
                 ),
                 500: _json("The model raised; counted by exception class.", _MODEL_FAILED),
             },

@@ -28,8 +28,6 @@ from exporter.profile import ReferenceProfile
 Role = Literal["primary", "canary", "shadow"]
 #: The header a client routes by; a request carrying one is always answered by the same version.
 ROUTING_HEADER = "X-Routing-Key"
-#: Longest routing key accepted, in characters (a session or user id, not a document).
-MAX_ROUTING_KEY_LENGTH = 256
 #: Separates a primary prediction's id from a shadow's version in the shadow's prediction id.
 SHADOW_ID_SEPARATOR = "~"
 
