@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import http.server
+import json
 import threading
 from collections.abc import Iterator
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
@@ -81,3 +83,39 @@ def test_a_server_that_is_not_prometheus_is_one_line(not_prometheus: str) -> Non
 
 def test_the_reader_error_is_the_package_s_own() -> None:
     assert issubclass(PrometheusError, ExporterError)
+
+
+class _RulelessPrometheus(http.server.BaseHTTPRequestHandler):
+    """A Prometheus that scrapes an exporter but does not evaluate the project's rules: only the
+    raw model_info answers."""
+
+    def do_GET(self) -> None:  # the name http.server calls
+        query = parse_qs(urlsplit(self.path).query).get("query", [""])[0]
+        result = []
+        if "model_info" in query:
+            result = [{"metric": {"model": "fare", "version": "v1"}, "value": [0, "1"]}]
+        body = json.dumps(
+            {"status": "success", "data": {"resultType": "vector", "result": result}}
+        ).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet."""
+
+
+def test_a_prometheus_without_the_rules_is_one_line() -> None:
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _RulelessPrometheus)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        message = _fails("--prometheus", f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+    assert "has models but no recorded series" in message
+    assert "load the project's rules" in message

@@ -40,18 +40,32 @@ NOT_INPUTS = frozenset({OUTPUT_FEATURE, "__confidence__", "__actual__"})
 
 
 def status_of_service(service: Service) -> dict[str, Any]:
-    """The JSON document of ``GET /status``: one model version, read from this process."""
+    """The JSON document of ``GET /status``: each model version the service serves (the primary
+    first, then its candidates), read from this process."""
+    monitors = _monitors(service)
     if not service.reader:
-        service.monitor.flush()  # the held-back per-bin counts reach the counters first
-    samples = list(_own_samples(_samples(service), service.monitor.model_labels))
-    window = _window(service.monitor.windows)
-    status = summarize(evidence_of(service.monitor, samples, window))
+        for monitor in monitors:
+            monitor.flush()  # the held-back per-bin counts reach the counters first
+    samples = list(_samples(service))
+    window = _window(monitors[0].windows)
+    statuses = [
+        summarize(evidence_of(m, list(_own_samples(samples, m.model_labels)), _window(m.windows)))
+        for m in monitors
+    ]
     note = (
         f"counts of this process since it started (every worker's, with several), drift and "
         f"performance over its {window} window; no other replica and no alert is seen here. The "
         "fleet view, with the alerts firing, is `model-exporter status --prometheus URL`."
     )
-    return document([status], source=SOURCE, note=note)
+    return document(statuses, source=SOURCE, note=note)
+
+
+def _monitors(service: Service) -> list[ModelMonitor]:
+    """Every version's monitor. ``Service.monitors`` (the primary and its candidates) is read
+    when the service has it, so the answer covers every version it serves; a service of one
+    version has only ``monitor``."""
+    monitors = getattr(service, "monitors", None)
+    return list(monitors) if monitors else [service.monitor]
 
 
 def _samples(service: Service) -> Iterable[Sample]:

@@ -138,6 +138,15 @@ class PrometheusReader:
     def read(self, model: str | None = None) -> FleetStatus:
         """The status of every model version (of ``model`` alone, when given)."""
         raw = _Raw(self)
+        if raw.keys and not raw.thresholds:
+            # The thresholds rule gives every model of model_info a series: without one, this
+            # Prometheus does not evaluate the project's rules, and every signal would read as
+            # "no data" rather than as what it is.
+            raise PrometheusError(
+                f"Prometheus at {self.url} has models but no recorded series "
+                "(model_alert:model_alert_threshold:effective): load the project's rules "
+                "(prometheus/rules/*.yml, or `model-exporter generate`) into it"
+            )
         keys = sorted(k for k in raw.keys if model is None or k[1] == model)
         statuses = [summarize(raw.evidence(k)) for k in keys]
         known = {(k[0], k[1]) for k in keys}
