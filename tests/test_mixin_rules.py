@@ -80,7 +80,7 @@ def test_committed_files_are_the_generator_output_with_default_settings() -> Non
 
 def test_config_keys_and_docs_come_from_the_thresholds_table() -> None:
     assert THRESHOLD_KEYS == {t.key for t in thresholds.THRESHOLDS}
-    assert len(THRESHOLD_KEYS) == 15
+    assert len(THRESHOLD_KEYS) == 17
     assert thresholds.BY_KEY["accuracy_min"].default is None
     assert thresholds.BY_KEY["latency_p95_critical_seconds"].relative_to == (
         "latency_p95_seconds",
@@ -90,6 +90,8 @@ def test_config_keys_and_docs_come_from_the_thresholds_table() -> None:
     assert "| `accuracy_min` | none |" in table
     assert "| `latency_p95_critical_seconds` | twice `latency_p95_seconds` |" in table
     assert "| `min_samples` | 100 |" in table
+    assert "| `candidate_z_critical` | 4.265 |" in table
+    assert "| `candidate_min_samples` | 300 |" in table
 
 
 def test_settings_refuse_an_unknown_or_non_finite_threshold() -> None:

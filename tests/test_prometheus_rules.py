@@ -35,12 +35,14 @@ METRICS_DOC = REPO / "docs" / "metrics.md"
 RUNBOOK_BASE = "https://github.com/model-exporter/model-exporter/blob/main/docs/runbooks.md#"
 #: The alert's model, its version where it has one, then its fleet (the default fleet labels).
 DASHBOARD_URL = re.compile(
-    r"^http://localhost:3000/d/(model-overview|model-drift|model-performance|model-alerts)"
+    r"^http://localhost:3000/d/(model-overview|model-drift|model-performance|model-alerts|model-versions)"
     r"\?var-model=\{\{ \$labels\.model \}\}(?P<version>&var-version=\{\{ \$labels\.version \}\})?"
     r"&var-cluster=\{\{ \$labels\.cluster \}\}&var-namespace=\{\{ \$labels\.namespace \}\}$"
 )
 #: Alerts without a version label (per target or per model).
 VERSIONLESS_ALERTS = {"ModelExporterDown", "ModelExporterAbsent", "ModelNoPredictions"}
+#: Alerts whose link opens every version of the model: the candidate beside the primary.
+ALL_VERSION_LINKS = {"ModelCandidateWorse"}
 SEVERITIES = {"critical", "warning", "info"}
 EXPORTER_JOB = "model-exporter"
 RULES_IN_CONTAINER = "/etc/prometheus/rules/*.yml"
@@ -240,7 +242,8 @@ def test_alert_has_severity_and_annotations(rule: dict[str, Any]) -> None:
     link = DASHBOARD_URL.match(annotations["dashboard_url"])
     assert link, annotations["dashboard_url"]
     # var-version exactly where the alert keeps a version label.
-    assert bool(link["version"]) == (rule["alert"] not in VERSIONLESS_ALERTS), rule["alert"]
+    versioned = rule["alert"] not in VERSIONLESS_ALERTS | ALL_VERSION_LINKS
+    assert bool(link["version"]) == versioned, rule["alert"]
     assert re.fullmatch(r"\d+[smh]", rule["for"]), rule["for"]
 
 

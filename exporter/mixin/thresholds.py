@@ -152,6 +152,26 @@ THRESHOLDS: tuple[Threshold, ...] = (
         "monitoring.min_samples here unless thresholds sets it.",
         "every ratio alert's sample-size guard",
     ),
+    Threshold(
+        "candidate_z_critical",
+        4.265,
+        "standard errors",
+        "How many standard errors worse than the primary a candidate version must be (pooled z "
+        "for accuracy and error ratio, Welch's t for MAE, over the last hour) to warn: one-sided "
+        "1e-5 per evaluation, strict because the comparison is re-evaluated for as long as the "
+        "candidate runs (about 0.4% false alerts per metric per day of canary).",
+        "ModelCandidateWorse (warning)",
+    ),
+    Threshold(
+        "candidate_min_samples",
+        300,
+        "calls or outcomes per version",
+        "Least calls (error ratio) or outcomes (accuracy, MAE) in the hour each of the two "
+        "versions needs before they are compared; proportions also need 10 expected successes "
+        "and failures in each. From 300 (Welch: 299 degrees of freedom or more) the normal "
+        "critical value errs by at most a third of its tail.",
+        "ModelCandidateWorse's sample-size guard",
+    ),
 )
 
 #: The same, by key.
