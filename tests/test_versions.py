@@ -8,6 +8,7 @@ import contextlib
 import math
 import subprocess
 import sys
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -342,3 +343,28 @@ def test_the_demo_candidates_are_one_as_good_and_one_worse() -> None:
     primary, retrained, worse = mae(predict), mae(predict_retrained), mae(predict_overcharging)
     assert abs(retrained - primary) < 0.1 * primary, (primary, retrained)
     assert worse > 1.5 * primary, (primary, worse)
+
+
+def test_monitors_sharing_a_store_count_each_others_outcomes_by_version() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from exporter import ModelMonitor
+    from exporter.outcomes import MemoryOutcomeStore, PendingPrediction
+
+    registry, store = CollectorRegistry(), MemoryOutcomeStore()
+    made = {
+        version: ModelMonitor("m", version=version, task="regression", registry=registry,
+                              outcomes=store, flush_interval=None)
+        for version in ("v1", "v2")
+    }  # fmt: skip
+    by_v2 = made["v2"].observe({}, prediction=5.0)
+    # Resolved through v1's monitor (the service asks the primary's), counted under v2.
+    assert made["v1"].record_outcome(by_v2, 3.0).value == "recorded"
+    text = generate_latest(registry).decode()
+    assert sample(text, "model_absolute_error_sum", version="v2") == 2.0
+    assert sample(text, "model_absolute_error_count", version="v1") == 0
+    # A prediction of a version no monitor serves any more is counted by the one resolving it.
+    store.remember(PendingPrediction("old", time.time(), "v0", 4.0, None))
+    assert made["v1"].record_outcome("old", 3.0).value == "recorded"
+    assert sample(generate_latest(registry).decode(), "model_absolute_error_count",
+                  version="v1") == 1  # fmt: skip

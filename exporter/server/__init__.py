@@ -13,6 +13,8 @@ config; :func:`create_app` (``_app``) serves it, with the body limit and JSON pa
 the checks of ``_checks``, the answers of ``_answers``, the OpenAPI description of ``_openapi``,
 ``/metrics`` from ``_metrics`` and the background flush and multi-worker files of ``_workers``;
 :func:`app_from_environment` (``_environment``) is each worker's factory under ``--workers N``.
+The config's ``candidates`` (other versions of the model, docs/versions.md) are loaded and routed
+by ``_versions``; shadow versions run on threads of their own, in ``_shadow``.
 """
 
 from exporter.server._answers import RequestError, split_output
