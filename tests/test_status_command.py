@@ -8,13 +8,17 @@ from __future__ import annotations
 import argparse
 import http.server
 import json
+import re
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from exporter.errors import CommandError, ExporterError
+from exporter.status import RULES
 from exporter.status.command import add_arguments, run
 from exporter.status.prometheus import PrometheusError
 from tests.binaries import free_port
@@ -119,3 +123,22 @@ def test_a_prometheus_without_the_rules_is_one_line() -> None:
         thread.join(timeout=5)
     assert "has models but no recorded series" in message
     assert "load the project's rules" in message
+
+
+def test_the_reader_queries_only_recorded_series_that_exist() -> None:
+    """Every recorded series the reader names is one of prometheus/rules/recording.yml's (the
+    contract of docs/metrics.md), so a renamed rule fails here, not only in the stack test."""
+    root = Path(__file__).resolve().parent.parent
+    rules = yaml.safe_load((root / "prometheus" / "rules" / "recording.yml").read_text())
+    recorded = {r["record"] for group in rules["groups"] for r in group["rules"] if "record" in r}
+    source = (root / "exporter" / "status" / "prometheus.py").read_text()
+    named = set(re.findall(r"\b(model[a-z_]*:[a-z_0-9]+:[a-z_0-9]+)\b", source))
+    assert len(named) >= 15, named
+    assert named - recorded == set()
+
+
+def test_docs_list_every_rule() -> None:
+    root = Path(__file__).resolve().parent.parent
+    docs = (root / "docs" / "status.md").read_text()
+    for rule in RULES:
+        assert f"| `{rule.id}` | {rule.severity} |" in docs, rule.id
