@@ -88,7 +88,8 @@ class ShadowRunner:
 
     def submit(self, features: dict[str, Any], primary_id: str) -> bool:
         """Start a shadow call on ``features`` and return at once (on the event loop): False
-        when ``max_concurrency`` calls are in flight (the call is skipped and counted)."""
+        when ``max_concurrency`` calls are in flight (the call is skipped and counted). Never
+        raises into the request."""
         if not self._slots.acquire(blocking=False):
             self.skipped.inc()
             return False
@@ -97,9 +98,10 @@ class ShadowRunner:
             call = _Call(features, shadow_id(primary_id, self.version.name))
             asyncio.get_running_loop().call_later(self.timeout, self._timed_out, call)
             self._queue.put(call)
-        except BaseException:
+        except Exception:  # the shadow's trouble is never the answer's (no thread left, say)
             self._slots.release()
-            raise
+            log.exception("shadow %s: the call could not be started", self.version.name)
+            return False
         return True
 
     def close(self) -> None:
