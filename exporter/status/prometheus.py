@@ -147,7 +147,9 @@ class PrometheusReader:
                 "(model_alert:model_alert_threshold:effective): load the project's rules "
                 "(prometheus/rules/*.yml, or `model-exporter generate`) into it"
             )
-        keys = sorted(k for k in raw.keys if model is None or k[1] == model)
+        # By model, then fleet and version: one model's rows together.
+        chosen = (k for k in raw.keys if model is None or k[1] == model)
+        keys = sorted(chosen, key=lambda k: (k[1], k[0], k[2]))
         statuses = [summarize(raw.evidence(k)) for k in keys]
         known = {(k[0], k[1]) for k in keys}
         other = [

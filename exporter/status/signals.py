@@ -37,7 +37,7 @@ def thresholds_in_force(own: Mapping[str, float]) -> dict[str, float]:
     such as ``accuracy_min`` unset, are left out)."""
     values = {}
     for key in BY_KEY:
-        value = own[key] if key in own else effective(key, own)
+        value = effective(key, own)
         if value is not None:
             values[key] = float(value)
     return values
@@ -70,11 +70,6 @@ class Assessment:
     def drifted(self) -> tuple[Signal, ...]:
         """Input features whose drift is not ok, the most drifted first."""
         return tuple(s for s in self.drift if s.state != "ok")
-
-    @property
-    def enough_calls(self) -> bool:
-        calls = self.evidence.calls
-        return calls is None or calls >= self.thresholds.get("min_samples", 0)
 
 
 def assess(evidence: Evidence) -> Assessment:
