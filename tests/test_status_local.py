@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from fastapi.testclient import TestClient
 
 from exporter.config import load_config
@@ -94,3 +95,19 @@ def test_histogram_quantile_interpolates_like_prometheus() -> None:
     assert histogram_quantile(0.95, buckets) == pytest.approx(0.75)
     assert histogram_quantile(0.95, {"+Inf": 0.0}) is None
     assert histogram_quantile(0.5, {"1.0": 0.0, "+Inf": 10.0}) == 1.0
+
+
+def test_the_model_s_own_thresholds_decide(tmp_path: Path) -> None:
+    path = write_setup(tmp_path, "regression")
+    config = yaml.safe_load(path.read_text())
+    config["thresholds"] = {"mae_warning": 8.0, "mae_critical": 20.0}
+    path.write_text(yaml.safe_dump(config))
+    service = build_service(load_config(path), tmp_path / "data")
+    with TestClient(BodyLimit(create_app(service), 65536)) as client:
+        answers = _predict(client, np.random.default_rng(3).gamma(2.0, 2.0, 200))
+        _feedback(client, answers, 10.0)
+        [model] = status_of_service(service)["models"]
+    mae = {s["name"]: s for s in model["signals"]}["mae"]
+    assert (mae["state"], mae["threshold"]) == ("warning", 8.0)
+    assert model["state"] == "warning"
+    assert [r["rule"] for r in model["recommendations"]] == ["performance-without-drift"]

@@ -100,6 +100,17 @@ def _sum(samples: Iterable[Sample], name: str, by: str | None = None) -> dict[st
     return totals
 
 
+def _max(samples: Iterable[Sample], name: str, by: str) -> dict[str, float]:
+    """A gauge's samples by the value of the label ``by``, the largest where several processes
+    export it (as the thresholds rule takes it)."""
+    found: dict[str, float] = {}
+    for sample in samples:
+        if sample.name == name:
+            key = sample.labels.get(by, "")
+            found[key] = max(found.get(key, -math.inf), float(sample.value))
+    return found
+
+
 def histogram_quantile(quantile: float, buckets: Mapping[str, float]) -> float | None:
     """The quantile of cumulative bucket counts by ``le``, interpolated within its bucket as
     Prometheus' histogram_quantile does; None without observations."""
@@ -141,7 +152,7 @@ def evidence_of(monitor: ModelMonitor, samples: list[Sample], window: str) -> Ev
     return Evidence(
         model=monitor.name,
         version=monitor.version,
-        thresholds=_sum(samples, "model_alert_threshold", "alert"),
+        thresholds=_max(samples, "model_alert_threshold", "alert"),
         windows={"traffic": SINCE_START, "drift": window, "performance": window},
         traffic=predictions,
         traffic_unit="predictions",
