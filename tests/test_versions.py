@@ -175,6 +175,12 @@ def test_a_routing_key_always_lands_on_the_same_version(tmp_path: Path) -> None:
 
         first = {key: version(key) for key in keys}
         assert all(version(key) == first[key] for key in keys[:60])
+        # The version is the one the key's hash points at, so any process can tell it.
+        assert all(first[k] == ("v2" if routing_point(k) < 0.3 else "v1") for k in keys)
+        for key in ("ünïcode", "用户-7", "€uro"):  # sent as UTF-8 bytes, hashed as sent
+            answer = client.post("/predict", json={"features": {"miles": 2.0}},
+                                 headers={"X-Routing-Key": key.encode()})  # fmt: skip
+            assert answer.json()["version"] == ("v2" if routing_point(key) < 0.3 else "v1")
         # A batch is one request: all its instances are answered by the key's version.
         batch = client.post(
             "/predict",
@@ -195,7 +201,7 @@ def test_a_routing_key_always_lands_on_the_same_version(tmp_path: Path) -> None:
 
 
 def test_the_routing_point_is_the_same_in_every_process() -> None:
-    keys = ["a", "user-42", "ünïcode", "x" * 256]
+    keys = ["a", "user-42", "ünïcode", "用户", "x" * 256]
     code = (
         "import sys; from exporter.server._versions import routing_point;"
         "print(repr([routing_point(k) for k in sys.argv[1:]]))"

@@ -295,12 +295,14 @@ def run_model(predict: Predict, raw: dict[str, Any]) -> tuple[Any, Any]:
     return answerable_output(result)
 
 
-def _routing_key(request: Request) -> str | None:
-    """The request's ``X-Routing-Key``: None when absent or empty (a random draw routes it)."""
+def _routing_key(request: Request) -> bytes | None:
+    """The request's ``X-Routing-Key`` as sent: None when absent or empty (a random draw routes
+    it)."""
     key = request.headers.get(ROUTING_HEADER)
     if key and len(key) > MAX_ROUTING_KEY_LENGTH:
         raise RequestError(422, ROUTING_HEADER, f"longer than {MAX_ROUTING_KEY_LENGTH} characters")
-    return key or None
+    # Starlette decodes header values as latin-1: encoding back gives the bytes the client sent.
+    return key.encode("latin-1") if key else None
 
 
 def _as_read(pair: tuple[Any, Any]) -> tuple[Any, Any]:

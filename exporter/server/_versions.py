@@ -45,11 +45,12 @@ class Version:
     candidate: CandidateSection | None = None
 
 
-def routing_point(key: str) -> float:
+def routing_point(key: bytes | str) -> float:
     """``key`` as a point of [0, 1): the first 8 bytes of its BLAKE2b digest over 2**64, so
-    the same key gives the same point in every process (Python's ``hash`` is salted)."""
-    # Header values reach the app decoded as latin-1: encoding back gives the bytes sent.
-    raw = key.encode("latin-1", "surrogateescape")
+    the same key gives the same point in every process (Python's ``hash`` is salted). The
+    service hashes the header's bytes as sent; a text is hashed as its UTF-8 bytes, which is
+    what a client sending it in UTF-8 sends."""
+    raw = key if isinstance(key, bytes) else key.encode("utf-8", "surrogatepass")
     digest = hashlib.blake2b(raw, digest_size=8, person=b"model-exporter").digest()
     return int.from_bytes(digest, "big") / 2**64
 
@@ -62,7 +63,7 @@ class Router:
     primary: Version
     canaries: Sequence[Version] = ()
 
-    def pick(self, key: str | None) -> Version:
+    def pick(self, key: bytes | None) -> Version:
         if not self.canaries:
             return self.primary
         point = routing_point(key) if key else random.random()
