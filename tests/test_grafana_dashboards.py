@@ -46,7 +46,13 @@ from tests.grafana import (
 
 DOCS = REPO / "docs" / "metrics.md"
 RULES_DIR = REPO / "prometheus" / "rules"
-EXPECTED_UIDS = {"model-overview", "model-drift", "model-performance", "model-alerts"}
+EXPECTED_UIDS = {
+    "model-overview",
+    "model-drift",
+    "model-performance",
+    "model-versions",
+    "model-alerts",
+}
 PANEL_DATASOURCE = {"type": "prometheus", "uid": "${datasource}"}
 COMMON_VARIABLES = ("datasource", "cluster", "namespace", "job", "model", "version", "instance")
 EXTRA_VARIABLES = {"model-drift": ("feature", "window")}
@@ -187,7 +193,7 @@ def test_metric_names_skip_functions_labels_and_keywords() -> None:
 # --- files and provisioning -------------------------------------------------------------------
 
 
-def test_dashboard_files_are_the_four_with_their_uids() -> None:
+def test_dashboard_files_are_the_five_with_their_uids() -> None:
     files = {path.stem: path for path in DASHBOARDS_DIR.glob("*.json")}
     assert set(files) == EXPECTED_UIDS
     for stem, path in files.items():
@@ -500,6 +506,8 @@ OVERRIDDEN = {
     "low_confidence_share": 0.22,
     "invalid_ratio": 0.09,
     "min_samples": 150,
+    "candidate_z_critical": 3.9,
+    "candidate_min_samples": 450,
 }
 #: The shipped defaults as the dashboards wrote them: numbers and percentages.
 OLD_DEFAULTS = {"0.05", "5%", "0.5", "0.1", "0.10", "10%", "0.25", "1.5", "2", "2.0", "3.5"}
@@ -567,6 +575,7 @@ def test_dashboards_show_the_thresholds_of_the_settings() -> None:
         "Window samples": [o["min_samples"]],
         "MAE (1h)": [o["mae_warning"], o["mae_critical"]],
         "MAE and RMSE (1h)": [o["mae_warning"], o["mae_critical"]],
+        "Candidate worse than the primary (standard errors, 1h)": [o["candidate_z_critical"]],
     }
     assert {title: steps[title] for title in expected} == expected
     stale = {

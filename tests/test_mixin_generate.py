@@ -47,7 +47,7 @@ def test_the_generated_set_is_complete() -> None:
     } <= paths  # fmt: skip
     assert {p for p in paths if p.startswith("grafana/dashboards/")} == {
         f"grafana/dashboards/model-{name}.json"
-        for name in ("overview", "drift", "performance", "alerts")
+        for name in ("overview", "drift", "performance", "versions", "alerts")
     }
 
 

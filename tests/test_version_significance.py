@@ -175,12 +175,13 @@ def _sizes(metric: str, version: Version) -> float:
     ]
 
 
-def expected_statistics(case: dict[str, Any], minute: int) -> dict[Key, float]:
-    """Every statistic the rules must record at ``minute``: label set -> value."""
+def statistics(groups: dict[Key, dict[str, Version]]) -> dict[Key, float]:
+    """Every statistic the rules must record for these versions: label set -> value. Each
+    (fleet, model) has one primary; every other version with a role is a candidate."""
     min_samples = BY_KEY["candidate_min_samples"].default
     assert min_samples is not None
     expected: dict[Key, float] = {}
-    for group, versions in _versions(case, minute).items():
+    for group, versions in groups.items():
         primaries = [v for v in versions.values() if v.role == "primary"]
         assert len(primaries) == 1, group
         (primary,) = primaries
@@ -195,6 +196,11 @@ def expected_statistics(case: dict[str, Any], minute: int) -> dict[Key, float]:
                     key = (*group, ("version", name), ("metric", metric))
                     expected[tuple(sorted(key))] = value
     return expected
+
+
+def expected_statistics(case: dict[str, Any], minute: int) -> dict[Key, float]:
+    """Every statistic the rules must record at ``minute`` of a promtool case."""
+    return statistics(_versions(case, minute))
 
 
 def _cases() -> Iterator[tuple[str, dict[str, Any]]]:

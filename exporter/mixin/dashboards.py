@@ -1,4 +1,4 @@
-"""The Grafana half of the mixin: the four dashboards and the datasource they read, from one
+"""The Grafana half of the mixin: the five dashboards and the datasource they read, from one
 :class:`Settings`.
 
 The dashboard modules (``dashboard_*.py``) write their PromQL with a marker, ``name{@}`` or
@@ -29,6 +29,7 @@ from exporter.mixin import (
     dashboard_drift,
     dashboard_overview,
     dashboard_performance,
+    dashboard_versions,
 )
 from exporter.mixin.panel_layout import layout
 from exporter.mixin.panels import DATASOURCE, SCHEMA_VERSION, Json
@@ -245,6 +246,15 @@ DASHBOARDS: tuple[tuple[str, str, str, _Rows, bool], ...] = (
         "Model quality from delayed ground truth: MAE, RMSE, within-$X, correlation, accuracy, "
         "per-class precision / recall / F1, confusion, calibration and the ground-truth join.",
         dashboard_performance.rows,
+        True,
+    ),
+    (
+        "model-versions",
+        "Model versions",
+        "A model's primary and its candidate versions (canary, shadow) side by side: error ratio, "
+        "accuracy, MAE, latency and traffic share per version, and how significantly each "
+        "candidate is worse than the primary.",
+        dashboard_versions.rows,
         True,
     ),
     (

@@ -1,0 +1,208 @@
+"""The versions dashboard's rows: a model's primary and its candidates (canary, shadow) side by
+side, and the significance of their differences (recording.yml, model-exporter-versions).
+
+Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboards.py). Every
+panel reads recording rules: the comparison is only fair between numbers of the same window
+computed the same way, which is what the rules record per version.
+"""
+
+from __future__ import annotations
+
+from exporter.mixin.panel_layout import merge, organize, row, sort_by
+from exporter.mixin.panels import Json, table, target, threshold_series, timeseries
+from exporter.mixin.settings import Settings
+from exporter.mixin.thresholds import Effective
+
+#: The per-version value of each compared metric (error ratio, accuracy, MAE) over the hour.
+VALUE = "model_metric:model_compare_value:1h"
+SAMPLES = "model_metric:model_compare_samples:1h"
+STATISTIC = "model_metric:model_candidate_worse:zscore1h"
+ROLE = "model_role:model_version_role:dedup"
+
+
+def _threshold(key: str) -> str:
+    """The threshold the alert uses for the model (its own or the default), one line."""
+    return f'max by (alert) (model_alert:model_alert_threshold:effective{{@, alert="{key}"}})'
+
+
+def _value(metric: str, title: str, description: str, unit: str) -> Json:
+    return timeseries(
+        title,
+        description,
+        [target(f'{VALUE}{{@, metric="{metric}"}}', "{{version}}")],
+        unit=unit,
+        w=8,
+    )
+
+
+def rows(settings: Settings) -> list[Json]:
+    th = Effective(settings.thresholds)
+    critical = th.text("candidate_z_critical")
+    min_samples = th.text("candidate_min_samples")
+    return [
+        row(
+            "Versions",
+            [
+                table(
+                    "Versions and their roles",
+                    (
+                        "Every version the service loaded and its role "
+                        "(model_role:model_version_role:dedup): the primary answers, a canary "
+                        "answers its share of the requests, a shadow sees requests without its "
+                        "answer being returned. Each candidate is compared with the primary."
+                    ),
+                    [target(f"{ROLE}{{@}}", instant=True, table=True)],
+                    w=8,
+                    transformations=[
+                        organize(exclude=["Time", "__name__", "Value"]),
+                        sort_by("role", desc=False),
+                    ],
+                ),
+                timeseries(
+                    "Traffic share by version (5m)",
+                    (
+                        "Each version's share of the model's predictions over 5 minutes "
+                        "(model:model_predictions:rate5m over their sum). A shadow counts the "
+                        "requests it saw, so the shares of a model with a shadow add up to "
+                        "more than one."
+                    ),
+                    [
+                        target(
+                            (
+                                "model:model_predictions:rate5m{@} / on (@fleet, model) "
+                                "group_left () sum by (@fleet, model) "
+                                "(model:model_predictions:rate5m{@})"
+                            ),
+                            "{{version}}",
+                        )
+                    ],
+                    unit="percentunit",
+                    w=8,
+                ),
+                timeseries(
+                    "Latency p95 by version (1h)",
+                    (
+                        "95th percentile of the inference latency per version over the last "
+                        "hour, from buckets summed over replicas "
+                        "(model:model_prediction_duration_seconds:p95_1h)."
+                    ),
+                    [target("model:model_prediction_duration_seconds:p95_1h{@}", "{{version}}")],
+                    unit="s",
+                    w=8,
+                ),
+            ],
+        ),
+        row(
+            "Compared over the last hour",
+            [
+                _value(
+                    "error_ratio",
+                    "Error ratio by version (1h)",
+                    (
+                        "Failed calls / all calls per version over the last hour "
+                        '(model_metric:model_compare_value:1h{metric="error_ratio"}).'
+                    ),
+                    "percentunit",
+                ),
+                _value(
+                    "accuracy",
+                    "Accuracy by version (1h)",
+                    (
+                        "Correct / all classification outcomes per version over the last hour "
+                        '(model_metric:model_compare_value:1h{metric="accuracy"}).'
+                    ),
+                    "percentunit",
+                ),
+                timeseries(
+                    "MAE and spread of |error| by version (1h)",
+                    (
+                        "Mean absolute error per version over the last hour "
+                        '(model_metric:model_compare_value:1h{metric="mae"}) and the standard '
+                        "deviation of the absolute errors, the square root of "
+                        "model_metric:model_compare_variance:1h, which Welch's t weighs the "
+                        "difference of two MAEs by."
+                    ),
+                    [
+                        target(f'{VALUE}{{@, metric="mae"}}', "MAE {{version}}"),
+                        target(
+                            "sqrt(model_metric:model_compare_variance:1h{@})",
+                            "std of |error| {{version}}",
+                        ),
+                    ],
+                    unit="short",
+                    w=8,
+                ),
+                timeseries(
+                    "Calls and outcomes per version (1h)",
+                    (
+                        "The sample size of each comparison over the last hour "
+                        "(model_metric:model_compare_samples:1h): calls for the error ratio, "
+                        "outcomes for accuracy and MAE. Two versions are compared from "
+                        f"candidate_min_samples ({min_samples}, the dashed series) each."
+                    ),
+                    [
+                        target(f"{SAMPLES}{{@}}", "{{metric}} {{version}}"),
+                        target(_threshold("candidate_min_samples"), "candidate_min_samples"),
+                    ],
+                    unit="short",
+                    w=12,
+                    overrides=[threshold_series("B")],
+                ),
+                table(
+                    "Versions compared now (1h)",
+                    (
+                        "Per version and metric: the value over the last hour, its sample "
+                        "size, and for a candidate how many standard errors it is worse than "
+                        "the primary (empty for the primary, and while either version has too "
+                        "little evidence)."
+                    ),
+                    [
+                        target(f"{VALUE}{{@}}", instant=True, table=True),
+                        target(f"{SAMPLES}{{@}}", instant=True, table=True),
+                        target(f"{STATISTIC}{{@}}", instant=True, table=True),
+                    ],
+                    w=12,
+                    decimals=4,
+                    transformations=[
+                        merge(),
+                        organize(
+                            exclude=["Time", "__name__", "model"],
+                            rename={
+                                "Value #A": "value",
+                                "Value #B": "n",
+                                "Value #C": "worse by (standard errors)",
+                            },
+                        ),
+                        sort_by("metric", desc=False),
+                    ],
+                ),
+            ],
+        ),
+        row(
+            "Significance",
+            [
+                timeseries(
+                    "Candidate worse than the primary (standard errors, 1h)",
+                    (
+                        "Per candidate and metric, how many standard errors it is worse than "
+                        "the primary over the last hour "
+                        "(model_metric:model_candidate_worse:zscore1h): a pooled z for the "
+                        "error ratio and accuracy, Welch's t for MAE; below zero the candidate "
+                        "is better. Absent until both versions hold candidate_min_samples "
+                        f"({min_samples}). ModelCandidateWorse warns above the dashed series, "
+                        f"candidate_z_critical (default {critical}), for a metric the "
+                        "candidate's config lets alert."
+                    ),
+                    [
+                        target(f"{STATISTIC}{{@}}", "{{metric}} {{version}}"),
+                        target(_threshold("candidate_z_critical"), "candidate_z_critical"),
+                    ],
+                    unit="short",
+                    w=24,
+                    min=None,
+                    steps=th.steps(None, "candidate_z_critical"),
+                    overrides=[threshold_series("B")],
+                ),
+            ],
+        ),
+    ]
