@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import ctypes
 import fcntl
+import importlib
 import inspect
 import logging
 import os
@@ -46,7 +47,12 @@ HELP = {
         "would have fired, when"
     ),
     "generate": "write the rules, alerts, Alertmanager subtree and dashboards for your settings",
+    "batch": (
+        "monitor a batch scoring job (a Parquet or CSV file) and push its counts to a Pushgateway"
+    ),
+    "status": "per model and version: healthy or not, and what to do (reads Prometheus)",
 }
+_AddSubcommand = Callable[["argparse._SubParsersAction[argparse.ArgumentParser]"], None]
 
 
 def _add_baseline(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -413,28 +419,20 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: st
     p.set_defaults(func=demo_stack.run)
 
 
-def _add_backtest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from exporter.backtest import command
+def _from_module(name: str, module: str, handler: str = "run") -> _AddSubcommand:
+    """A subcommand whose module defines ``add_arguments(parser)`` and its handler, and whose
+    docstring's second paragraph describes it; the module is imported only when it runs."""
 
-    p = sub.add_parser(
-        "backtest",
-        help=HELP["backtest"],
-        description=command.__doc__.split("\n\n")[1] if command.__doc__ else None,
-    )
-    command.add_arguments(p)
-    p.set_defaults(func=command.run)
+    def add(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+        target = importlib.import_module(module)
+        doc = target.__doc__ or ""
+        paragraphs = doc.split("\n\n")
+        p = sub.add_parser(name, help=HELP[name],
+                           description=paragraphs[1] if len(paragraphs) > 1 else None)  # fmt: skip
+        target.add_arguments(p)
+        p.set_defaults(func=getattr(target, handler))
 
-
-def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from exporter.mixin import command
-
-    p = sub.add_parser(
-        "generate",
-        help=HELP["generate"],
-        description=command.__doc__.split("\n\n")[1] if command.__doc__ else None,
-    )
-    command.add_arguments(p)
-    p.set_defaults(func=command.run)
+    return add
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -464,16 +462,16 @@ def _add_demo_stack(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 #: Subcommand -> (one-line help, what defines its arguments and handler).
-_SUBCOMMANDS: dict[
-    str, tuple[str, Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]]
-] = {
+_SUBCOMMANDS: dict[str, tuple[str, _AddSubcommand]] = {
     "baseline": (HELP["baseline"], _add_baseline),
     "serve": (HELP["serve"], _add_serve),
     "receiver": (HELP["receiver"], _add_receiver),
     "demo": (HELP["demo"], _add_demo_traffic),
     "demo-stack": (HELP["demo-stack"], _add_demo_stack),
-    "backtest": (HELP["backtest"], _add_backtest),
-    "generate": (HELP["generate"], _add_generate),
+    "backtest": (HELP["backtest"], _from_module("backtest", "exporter.backtest.command")),
+    "generate": (HELP["generate"], _from_module("generate", "exporter.mixin.command")),
+    "batch": (HELP["batch"], _from_module("batch", "exporter.batch_command", "cmd_batch")),
+    "status": (HELP["status"], _from_module("status", "exporter.status.command")),
 }
 
 

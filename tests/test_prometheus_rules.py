@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.pushgateway import DEFAULT_JOB
 from tests.binaries import require_binary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -225,6 +226,19 @@ def test_scrape_snippet_keeps_the_job_the_alerts_select() -> None:
         match = re.fullmatch(port["regex"], "10.1.2.3:8080;8000")
         assert match is not None
         assert match.expand(port["replacement"].replace("$", "\\")) == "10.1.2.3:8000"
+
+
+def test_scrape_snippet_scrapes_the_pushgateway_keeping_the_pushed_labels() -> None:
+    gateways = [
+        job for job in _load(SNIPPET)["scrape_configs"] if job["job_name"].endswith("pushgateway")
+    ]
+    assert len(gateways) == 1
+    # Without honor_labels every pushed series would get this job's name and the gateway's
+    # address, and batch jobs of different models or shards would merge.
+    assert gateways[0]["honor_labels"] is True
+    # The default selector matches both the pushed job and this one (for ModelExporterDown).
+    assert re.fullmatch("model-exporter.*", gateways[0]["job_name"])
+    assert re.fullmatch("model-exporter.*", DEFAULT_JOB)
 
 
 # -- the alerts' contract -----------------------------------------------------------------------

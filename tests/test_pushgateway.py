@@ -4,7 +4,6 @@ series is seen at 0 before its total, and a refused or unreachable gateway is on
 from __future__ import annotations
 
 import json
-import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -26,7 +25,8 @@ from exporter.pushgateway import (
     run_series,
     totals,
 )
-from tests.binaries import free_port, require_binary, terminate, wait_until_ready
+from tests.binaries import free_port
+from tests.gateway import gateway_samples, pushgateway, total
 
 ROOT = Path(__file__).resolve().parent.parent
 REFERENCE = ROOT / "examples" / "fare" / "reference.json"
@@ -34,35 +34,8 @@ REFERENCE = ROOT / "examples" / "fare" / "reference.json"
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[str]:
-    binary = require_binary("prometheus-pushgateway")
-    port = free_port()
-    log = tmp_path / "pushgateway.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            # Debian's build persists to /var/lib/prometheus by default: each test gets its own.
-            [binary, f"--web.listen-address=127.0.0.1:{port}",
-             f"--persistence.file={tmp_path / 'pushgateway.data'}"],
-            stdout=out, stderr=out,
-        )  # fmt: skip
-    try:
-        wait_until_ready(f"http://127.0.0.1:{port}/-/ready", process, log, "pushgateway")
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        terminate(process)
-
-
-def gateway_samples(url: str, name: str) -> dict[frozenset[tuple[str, str]], float]:
-    """Samples of ``name`` as the gateway serves them to Prometheus."""
-    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as answer:
-        text = answer.read().decode()
-    from prometheus_client.parser import text_string_to_metric_families
-
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == name:
-                out[frozenset(sample.labels.items())] = sample.value
-    return out
+    with pushgateway(tmp_path) as url:
+        yield url
 
 
 def fare_monitor(registry: CollectorRegistry, **kwargs: Any) -> ModelMonitor:
@@ -82,10 +55,6 @@ def rows(n: int, seed: int, shift: float = 0.0) -> pd.DataFrame:
             "hour": rng.integers(0, 24, n),
         }
     )
-
-
-def total(samples: dict[frozenset[tuple[str, str]], float], **labels: str) -> float:
-    return sum(v for k, v in samples.items() if set(labels.items()) <= k)
 
 
 @pytest.mark.stack
