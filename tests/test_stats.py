@@ -149,6 +149,21 @@ def test_bin_convention_is_right_closed_at_edges() -> None:
     np.testing.assert_array_equal(stats.bin_counts([1.0, 2.0, 0.5, 9.0], [1.0, 2.0]), [1, 1, 2])
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    values=hnp.arrays(np.float64, st.integers(0, 300), elements=st.integers(-5, 5).map(float)),
+    edges=st.lists(st.integers(-6, 6), min_size=0, max_size=6, unique=True).map(sorted),
+)
+def test_sorted_bin_counts_equal_bin_counts_ties_included(
+    values: np.ndarray, edges: list[int]
+) -> None:
+    # Whole numbers from a small range: many values sit exactly on an edge.
+    cuts = [float(e) for e in edges]
+    np.testing.assert_array_equal(
+        stats.sorted_bin_counts(np.sort(values), cuts), stats.bin_counts(values, cuts)
+    )
+
+
 def test_moments_do_not_overflow() -> None:
     big = np.array([1e308, 1e308, -1e308, 1e308])
     result = stats.moments(big)
