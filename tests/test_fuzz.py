@@ -45,8 +45,9 @@ CALL_TIMEOUT_SECONDS = 10.0
 RECEIVER_TOKEN = "fuzz-token"
 
 SERVICE_OPERATIONS = frozenset(
-    {"POST /predict", "POST /feedback", "GET /healthz", "GET /readyz", "GET /metrics"}
-)
+    {"POST /predict", "POST /feedback", "GET /healthz", "GET /readyz", "GET /metrics",
+     "GET /status"}
+)  # fmt: skip
 RECEIVER_OPERATIONS = frozenset(
     {"POST /alerts", "GET /alerts", "GET /healthz", "GET /readyz", "GET /metrics"}
 )
@@ -234,6 +235,10 @@ PLAN = [
         (target, f"GET {path}", GenerationMode.POSITIVE, 3)
         for target in ("classification", "regression", "receiver")
         for path in ("/healthz", "/readyz", "/metrics")
+    ),
+    *(
+        (target, "GET /status", GenerationMode.POSITIVE, 3)
+        for target in ("classification", "regression")
     ),
 ]
 

@@ -111,3 +111,28 @@ def test_the_model_s_own_thresholds_decide(tmp_path: Path) -> None:
     assert (mae["state"], mae["threshold"]) == ("warning", 8.0)
     assert model["state"] == "warning"
     assert [r["rule"] for r in model["recommendations"]] == ["performance-without-drift"]
+
+
+def test_get_status_answers_the_same_document_over_http(service) -> None:
+    service, client = service
+    rng = np.random.default_rng(4)
+    _feedback(client, _predict(client, rng.gamma(2.0, 2.0, 200)), 1.0)
+    response = client.get("/status")
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["source"] == "this process"
+    assert [(m["model"], m["version"]) for m in answer["models"]] == [("toy", "v1")]
+    assert "/status" in client.get("/openapi.json").json()["paths"]
+
+
+def test_get_status_asks_for_a_token_like_predict(tmp_path: Path) -> None:
+    config_path = write_setup(tmp_path, "regression")
+    (tmp_path / "tokens").write_text("s3cret-token-value-0123456789\n")
+    config = yaml.safe_load(config_path.read_text())
+    config.setdefault("service", {}).setdefault("auth", {})["token_file"] = "tokens"
+    config_path.write_text(yaml.safe_dump(config))
+    service = build_service(load_config(config_path), tmp_path / "data")
+    with TestClient(BodyLimit(create_app(service), 65536)) as client:
+        assert client.get("/status").status_code == 401
+        headers = {"Authorization": "Bearer s3cret-token-value-0123456789"}
+        assert client.get("/status", headers=headers).status_code == 200

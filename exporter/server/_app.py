@@ -50,6 +50,7 @@ from exporter.server._versions import (
     skipped_counter,
 )
 from exporter.server._workers import flush_forever, mark_dead
+from exporter.status.local import status_of_service
 
 log = logging.getLogger("exporter.server")
 
@@ -262,6 +263,20 @@ def create_app(service: Service) -> FastAPI:
             return JSONResponse({"status": "unavailable", "reason": str(exc)}, status_code=503)
         monitor.store_succeeded()  # the probe was a real write: the store works again
         return JSONResponse({"status": "ready", "model": config.model.name})
+
+    @app.get(
+        "/status",
+        summary="Health summary of every version served, as this process sees it",
+        description=(
+            "Per version: an overall state (ok, warning, critical), each signal with its value, "
+            "threshold and window, and what to do. Counts of this process (every worker's) and "
+            "its own drift and performance windows; no other replica and no alert is seen here: "
+            "`model-exporter status --prometheus URL` gives the fleet view."
+        ),
+    )
+    async def status() -> JSONResponse:
+        # Reads the registry and the windows (and flushes first): off the event loop.
+        return JSONResponse(await run_in_threadpool(status_of_service, service))
 
     if config.service.metrics_port is None:  # else only metrics_app() serves them, on that port
 
