@@ -21,13 +21,17 @@ so that wait overlaps the scoring instead of adding to it.
 
 Two runs pushing to the same group at the same moment would each add to the totals the other has
 not written yet (the Pushgateway has no compare-and-set): give concurrent jobs (shards) their own
-``instance`` in the grouping key.
+``instance`` in the grouping key. A run pushed twice counts twice, as a run scored twice would:
+push once per run. A Pushgateway restarted without its persistence file starts the group again
+from the next run's counts, which Prometheus reads as a counter reset, as it does a restarted
+service's.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import urllib.error
 import urllib.request
@@ -50,6 +54,8 @@ CUMULATIVE = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum")
 #: and the rule evaluation that reads it take a moment.
 SCRAPE_MARGIN_SECONDS = 1.0
 DEFAULT_JOB = "model-exporter-batch"
+#: Prometheus's label names (ASCII only; ``__`` is reserved for its own).
+LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 #: The Pushgateway's own series in every group, never pushed by us.
 GATEWAY_SERIES = frozenset({"push_time_seconds", "push_failure_time_seconds"})
 
@@ -96,7 +102,7 @@ def group_labels(job: str, model_labels: tuple[str, str],
             # The gateway gives every group instance="" when it has none: a key with an empty
             # value is another name for the group without it, and it refuses both.
             raise ValueError(f"grouping key {name!r} is empty; give it a value or leave it out")
-        if not name.replace("_", "a").isalnum() or name[0].isdigit() or name.startswith("__"):
+        if not LABEL_NAME.fullmatch(name) or name.startswith("__"):
             raise ValueError(f"grouping key {name!r} is not a Prometheus label name")
     return labels
 

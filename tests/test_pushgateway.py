@@ -185,8 +185,9 @@ def test_grouping_keys_the_gateway_would_refuse_or_merge_are_refused() -> None:
         group_labels("model-exporter-batch", labels, {"instance": ""})
     with pytest.raises(ValueError, match="'model'"):
         group_labels("model-exporter-batch", labels, {"model": "x"})
-    with pytest.raises(ValueError, match="not a Prometheus label name"):
-        group_labels("model-exporter-batch", labels, {"bad-name": "x"})
+    for bad in ("bad-name", "régión", "1st", "__meta"):
+        with pytest.raises(ValueError, match="not a Prometheus label name"):
+            group_labels("model-exporter-batch", labels, {bad: "x"})
     with pytest.raises(ValueError, match="'job' is empty"):
         group_labels("", labels, None)
     assert group_labels("j", labels, {"shard": "3"}) == {
