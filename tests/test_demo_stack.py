@@ -155,7 +155,7 @@ def _caught_everything() -> list[demo_watch.SeenAlert]:
         for target in TARGETS:
             names = demo_watch.EXPECTED_ALERTS.get(phase.name, {}).get(target["task"])
             if names:
-                key = (names[0], "critical", target["model"], "")
+                key = demo_watch.AlertKey(names[0], "critical", target["model"], "")
                 seen.append(demo_watch.SeenAlert(key, phase.start + 5, phase.start + 40))
     return seen
 
@@ -173,6 +173,7 @@ def test_a_run_that_caught_every_injection_passes() -> None:
 
 def test_an_injection_without_its_alert_fails_the_run_and_is_named() -> None:
     seen = [s for s in _caught_everything() if s.key[:3] != ("ModelMAEHigh", "critical", "fare")]
+    assert len(seen) == len(_caught_everything()) - 1
     stored = {s.key for s in seen}
     text, ok = demo_watch.report(demo_watch.detections(PHASES, TARGETS, seen, stored), True)
     assert not ok
@@ -183,7 +184,7 @@ def test_an_injection_without_its_alert_fails_the_run_and_is_named() -> None:
 def test_an_alert_that_fired_before_the_injection_does_not_count_for_it() -> None:
     # A drift alert still firing from the drift phase is not the degrade phase's detection.
     drift = next(p for p in PHASES if p.name == "drift")
-    key = ("ModelFeatureDriftPSI", "critical", "fare", "trip_miles")
+    key = demo_watch.AlertKey("ModelFeatureDriftPSI", "critical", "fare", "trip_miles")
     seen = [demo_watch.SeenAlert(key, drift.start + 5, drift.start + 30)]
     found = demo_watch.detections([p for p in PHASES if p.name == "degrade"], TARGETS, seen, set())
     assert not any(d.fired for d in found)
@@ -198,8 +199,8 @@ def test_a_fired_alert_that_never_reached_the_receiver_fails_the_run() -> None:
 
 def test_a_warning_inhibited_by_its_critical_is_reported_as_such() -> None:
     drift = next(p for p in PHASES if p.name == "drift")
-    critical = ("ModelFeatureDriftPSI", "critical", "fare", "trip_miles")
-    warning = ("ModelFeatureDriftPSI", "warning", "fare", "trip_miles")
+    critical = demo_watch.AlertKey("ModelFeatureDriftPSI", "critical", "fare", "trip_miles")
+    warning = demo_watch.AlertKey("ModelFeatureDriftPSI", "warning", "fare", "trip_miles")
     seen = [
         demo_watch.SeenAlert(critical, drift.start + 5, drift.start + 30),
         demo_watch.SeenAlert(warning, drift.start + 5, drift.start + 35),
@@ -220,8 +221,61 @@ def test_a_duration_too_short_for_alerts_is_named_up_front() -> None:
     assert demo_watch.too_short(demo.schedule("steady", 50)) == []
 
 
+def _candidate_alert(version: str, metric: str, firing_at: float | None = 200.0):
+    labels = {"alertname": "ModelCandidateWorse", "severity": "warning", "model": "fare",
+              "version": version, "metric": metric}  # fmt: skip
+    return demo_watch.SeenAlert(demo_watch.alert_key(labels), 160.0, firing_at)
+
+
+def test_the_canary_scenario_is_caught_by_the_canarys_mae_comparison_alone() -> None:
+    phases = demo.schedule("canary", 600)
+    assert phases == [demo.Phase("canary", 0.0, 600.0)]  # the canary serves from the start
+    canary = _candidate_alert(demo_watch.CANARY_VERSION, "mae")
+    found = demo_watch.detections(phases, TARGETS, [canary], {canary.key})
+    # Only the fare service runs a canary: nothing is expected of the intent classifier.
+    assert [d.model for d in found] == ["fare"]
+    text, ok = demo_watch.report(found, True)
+    assert ok, text
+    assert re.search(
+        r"canary\s+at\s+0 s on fare\s+ModelCandidateWorse warning \(2024.12-overcharge mae\): "
+        r"pending \+160 s, firing \+200 s, stored by the receiver",
+        text,
+    ), text
+    # The shadow's comparison, or the canary's on another metric, is not the canary caught.
+    others = [_candidate_alert("2024.12-retrained", "mae"),
+              _candidate_alert(demo_watch.CANARY_VERSION, "error_ratio")]  # fmt: skip
+    found = demo_watch.detections(phases, TARGETS, others, {o.key for o in others})
+    text, ok = demo_watch.report(found, True)
+    assert not ok
+    assert (
+        "NOT CAUGHT: expected ModelCandidateWorse (version=2024.12-overcharge, metric=mae)" in text
+    )
+    assert demo_watch.describe_key(canary.key) == (
+        "ModelCandidateWorse warning model=fare version=2024.12-overcharge metric=mae"
+    )
+
+
+def test_the_canary_scenario_serves_the_canary_config_and_no_other_does() -> None:
+    for scenario in demo.SCENARIOS:
+        assert _stack_config.service_config(scenario, "intent") == "examples/intent/monitor.yml"
+        expected = "monitor-canary.yml" if scenario == "canary" else "monitor.yml"
+        assert _stack_config.service_config(scenario, "fare") == f"examples/fare/{expected}"
+    assert "canary" not in demo.ALL_PHASES
+    # The version the run checks is the config's canary, compared on MAE.
+    config = yaml.safe_load((ROOT / _stack_config.CANARY_CONFIG).read_text())
+    [canary] = [c for c in config["candidates"] if c["mode"] == "canary"]
+    assert canary["version"] == demo_watch.CANARY_VERSION
+    assert "mae" in canary.get("alert_on", ["mae"])
+    # 300 outcomes at the canary's share of 20 requests/s, then the 30 s for:, fit the minimum,
+    # and the default duration holds it.
+    assert 300 / (canary["weight"] * 20) + 30 < demo_watch.min_seconds("canary")
+    assert demo_watch.too_short(demo.schedule("canary", 600)) == []
+    assert [p.name for p in demo_watch.too_short(demo.schedule("canary", 120))] == ["canary"]
+    assert demo_stack._enough("canary") == demo_watch.min_seconds("canary") <= 600
+
+
 def test_alerts_during_steady_traffic_are_reported_as_false_alarms() -> None:
-    key = ("ModelFeatureDriftPSI", "warning", "fare", "hour")
+    key = demo_watch.AlertKey("ModelFeatureDriftPSI", "warning", "fare", "hour")
     seen = [demo_watch.SeenAlert(key, 10.0, 50.0), demo_watch.SeenAlert(key, 10.0, None)]
     assert demo_watch.false_alarms(PHASES, seen) == seen[:1]
 

@@ -409,3 +409,22 @@ def test_schedule() -> None:
     phases = demo.schedule("all", 50)
     assert [p.name for p in phases] == ["steady", "drift", "degrade", "errors", "latency"]
     assert [(p.start, p.end) for p in phases] == [(i * 10.0, (i + 1) * 10.0) for i in range(5)]
+    # The canary is the service's config: one phase from the first request, no warm-up.
+    assert demo.schedule("canary", 300) == [demo.Phase("canary", 0.0, 300)]
+    assert "canary" in demo.SCENARIOS and "canary" not in demo.ALL_PHASES
+
+
+def test_canary_sends_steady_traffic_and_its_ground_truth(fare_stub: Stub) -> None:
+    out = io.StringIO()
+    summary = _run(
+        [fare_stub], "canary", 2.0, rate=40, feedback_delay=0.05, seed=6, out=out, tty=False
+    )
+    target = summary["targets"][0]
+    assert target["phases"] == {"canary": len(fare_stub.requests)} and target["faults"] == {}
+    assert not any("_fault" in r.features for r in fare_stub.requests)
+    # The truth is the trip's fare, as in steady traffic: what the versions are compared on.
+    errors = [abs(p - a) for p, a in _fed_back(fare_stub, fare_stub.requests)]
+    assert len(errors) > 20 and float(np.mean(errors)) < 3.5
+    assert "[   0.0s] canary: steady traffic and ground truth; the service's candidates are " in (
+        out.getvalue()
+    )

@@ -26,8 +26,15 @@ Scenarios (the injections start after :data:`WARMUP_SECONDS` of steady traffic):
     20% of requests carry ``"_fault": "error"``: the demo models raise, the service answers 500.
 ``latency``
     30% of requests carry ``"_fault": "slow"``: the demo models sleep 0.25 to 0.5 s.
+``canary``
+    Steady traffic and its ground truth from the first request, for a service that runs candidate
+    versions: ``model-exporter demo-stack --scenario canary`` serves the fare model with
+    ``examples/fare/monitor-canary.yml``, whose canary ``2024.12-overcharge`` (10% of the
+    requests) charges 15% more, and checks that ``ModelCandidateWorse`` fires for it on MAE once
+    both versions have the 300 outcomes the comparison needs (about 3 minutes at 20 requests/s).
 ``all``
-    Steady, drift, degrade, errors and latency in turn, each a fifth of ``--duration``.
+    Steady, drift, degrade, errors and latency in turn, each a fifth of ``--duration``. Not
+    ``canary``: a canary is the service's config from its start, not a fault that comes and goes.
 
 The run ends by itself after ``--duration`` seconds (or on Ctrl-C) and prints a summary.
 :func:`run_demo` is the same as a library call that returns the summary.
@@ -38,6 +45,7 @@ from exporter.demo._run import run_demo
 from exporter.demo._targets import DemoSummary, TargetError, TargetSummary
 from exporter.demo._traffic import (
     ALL_PHASES,
+    DEPLOYMENTS,
     FEEDBACK_DELAY_CAP,
     SCENARIOS,
     WARMUP_SECONDS,
@@ -47,6 +55,7 @@ from exporter.demo._traffic import (
 
 __all__ = [
     "ALL_PHASES",
+    "DEPLOYMENTS",
     "FEEDBACK_DELAY_CAP",
     "SCENARIOS",
     "WARMUP_SECONDS",

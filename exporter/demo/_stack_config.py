@@ -15,8 +15,13 @@ from exporter.errors import ExporterError
 DEMO_MAX_FOR = "30s"
 #: Scrape and rule-evaluation interval of the demo's Prometheus.
 DEMO_INTERVAL = "5s"
+#: The fare service's config in the ``canary`` scenario: the primary with a canary answering
+#: 10% of the requests (the fare plus 15%: worse on MAE) and a shadow as good as the primary.
+CANARY_CONFIG = "examples/fare/monitor-canary.yml"
 #: Files of the checkout the demo reads.
-CHECKOUT_FILES = ("prometheus/rules", "alertmanager/alertmanager.yml", "examples/fare/monitor.yml")
+CHECKOUT_FILES = (
+    "prometheus/rules", "alertmanager/alertmanager.yml", "examples/fare/monitor.yml", CANARY_CONFIG,
+)  # fmt: skip
 #: The ``exporter`` package's directory: an editable install runs from inside a checkout.
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
@@ -38,6 +43,18 @@ def find_checkout(start: Path | None = None) -> Path:
         "the demo stack needs a checkout of the repository (prometheus/rules, alertmanager/, "
         "examples/); clone it and run `make demo` in it"
     )
+
+
+def service_config(scenario: str, model: str) -> str:
+    """The config (relative to the checkout) the demo serves ``model`` with in ``scenario``.
+
+    Only ``canary`` runs the fare model with candidates; every other scenario, ``all``
+    included, keeps the plain configs, so a canary's comparison never shows up among the
+    alerts of a fault it has nothing to do with.
+    """
+    if scenario == "canary" and model == "fare":
+        return CANARY_CONFIG
+    return f"examples/{model}/monitor.yml"
 
 
 def shorten_for(rules_text: str, longest: str = DEMO_MAX_FOR) -> str:

@@ -12,10 +12,18 @@ import pandas as pd
 
 from exporter.demo_models import FAULT_KEY, fare, intent
 
-Scenario = Literal["steady", "drift", "degrade", "errors", "latency", "all"]
-SCENARIOS: tuple[Scenario, ...] = ("steady", "drift", "degrade", "errors", "latency", "all")
-#: The phases of ``all``, in order.
+Scenario = Literal["steady", "drift", "degrade", "errors", "latency", "canary", "all"]
+SCENARIOS: tuple[Scenario, ...] = (
+    "steady", "drift", "degrade", "errors", "latency", "canary", "all",
+)  # fmt: skip
+#: The phases of ``all``, in order. ``canary`` is not among them: a canary is a deployment (the
+#: service's config, from its start), not a fault traffic can start and stop, and in ``degrade``
+#: the overcharging canary would even look better than the primary (the broken actuals are
+#: higher than the true fares).
 ALL_PHASES = ("steady", "drift", "degrade", "errors", "latency")
+#: Scenarios whose "injection" is the service's config rather than the traffic: they run from the
+#: first request, without steady warm-up, and send steady traffic with its ground truth.
+DEPLOYMENTS = ("canary",)
 DEFAULT_TARGET = "http://127.0.0.1:8000"
 
 #: Steady traffic before a single scenario's injection starts, seconds.
@@ -61,8 +69,9 @@ class Phase:
 def schedule(scenario: str, duration: float, warmup_seconds: float = WARMUP_SECONDS) -> list[Phase]:
     """The phases of a scenario over ``duration`` seconds.
 
-    ``all`` cuts the duration into five equal phases; any other injection follows
-    ``warmup_seconds`` of steady traffic (fewer if the run is shorter) and lasts to the end.
+    ``all`` cuts the duration into five equal phases; ``canary`` is one phase over the whole
+    run (its canary serves from the start); any other injection follows ``warmup_seconds`` of
+    steady traffic (fewer if the run is shorter) and lasts to the end.
     """
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
@@ -70,6 +79,8 @@ def schedule(scenario: str, duration: float, warmup_seconds: float = WARMUP_SECO
         raise ValueError(f"duration must be > 0, got {duration}")
     if scenario == "steady":
         return [Phase("steady", 0.0, duration)]
+    if scenario in DEPLOYMENTS:
+        return [Phase(scenario, 0.0, duration)]
     if scenario == "all":
         step = duration / len(ALL_PHASES)
         return [Phase(name, i * step, (i + 1) * step) for i, name in enumerate(ALL_PHASES)]
@@ -121,6 +132,9 @@ class _Pool:
 _FAULT_DESCRIPTIONS = {
     "errors": f"{ERROR_SHARE:.0%} of requests with {FAULT_KEY}=error",
     "latency": f"{SLOW_SHARE:.0%} of requests with {FAULT_KEY}=slow (0.25-0.5 s)",
+    # The traffic is steady; what differs is the service (examples/fare/monitor-canary.yml).
+    "canary": "steady traffic and ground truth; the service's candidates are compared with its "
+    "primary",
 }
 
 

@@ -1,6 +1,7 @@
 """``model-exporter demo-stack`` (what ``make demo`` runs): the whole stack on 127.0.0.1.
 
-Starts the two example services (intent classifier and taxi-fare regressor), the webhook receiver,
+Starts the two example services (intent classifier and taxi-fare regressor; in the ``canary``
+scenario the fare service also runs a worse canary version), the webhook receiver,
 and, when their binaries are installed, Prometheus with the project's rules and Alertmanager
 delivering to the receiver; then sends the demo traffic, prints each alert as it fires, and ends
 with a table of which alerts every injected fault raised, how soon, and whether the receiver
@@ -40,6 +41,7 @@ from exporter.demo._stack_config import (
     alertmanager_config,
     find_checkout,
     prometheus_config,
+    service_config,
     shorten_for,
 )
 
@@ -51,6 +53,7 @@ __all__ = [
     "prometheus_config",
     "run",
     "run_stack",
+    "service_config",
     "shorten_for",
 ]
 
@@ -228,7 +231,7 @@ def run_stack(scenario: str, duration: float, data_dir: Path) -> int:
             port = ports[model]
             stack.start(
                 model,
-                [*python, "serve", "--config", str(root / "examples" / model / "monitor.yml"),
+                [*python, "serve", "--config", str(root / service_config(scenario, model)),
                  "--port", str(port), "--data-dir", str(data_dir / model), "--quiet"],
                 f"http://127.0.0.1:{port}/healthz",
             )  # fmt: skip
@@ -311,7 +314,9 @@ def _enough(scenario: str) -> float:
     """The shortest ``--duration`` that gives every injection of ``scenario`` enough time."""
     if scenario == "all":
         return demo_watch.MIN_INJECTION_SECONDS * len(demo.ALL_PHASES)
-    return demo.WARMUP_SECONDS + demo_watch.MIN_INJECTION_SECONDS
+    if scenario in demo.DEPLOYMENTS:
+        return demo_watch.min_seconds(scenario)
+    return demo.WARMUP_SECONDS + demo_watch.min_seconds(scenario)
 
 
 def _printer() -> Callable[[str], None]:
@@ -398,9 +403,9 @@ def _start_monitoring(stack: Stack, ports: dict[str, int], token_file: Path) -> 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--scenario", default="all",
-        choices=("steady", "drift", "degrade", "errors", "latency", "all"),
-        help="what the traffic injects (default: all, in turn)",
+        "--scenario", default="all", choices=demo.SCENARIOS,
+        help="what the traffic injects (default: all but canary, in turn); canary serves the "
+        "fare model with a worse canary version (examples/fare/monitor-canary.yml)",
     )  # fmt: skip
     parser.add_argument("--duration", type=float, default=600, help="seconds of traffic")
     parser.add_argument("--data-dir", default="data/demo", help="state and logs (wiped at start)")

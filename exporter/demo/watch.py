@@ -12,8 +12,9 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import httpx
 
@@ -38,12 +39,27 @@ EXPECTED_ALERTS: dict[str, dict[str, tuple[str, ...]]] = {
         "classification": ("ModelHighLatencyP95",),
         "regression": ("ModelHighLatencyP95",),
     },
+    # Only the fare service runs a canary (examples/fare/monitor-canary.yml).
+    "canary": {"regression": ("ModelCandidateWorse",)},
+}
+#: The canary of examples/fare/monitor-canary.yml: the fare plus 15%, worse on MAE.
+CANARY_VERSION = "2024.12-overcharge"
+#: Labels the expected alert of an injection must also carry: in ``canary``, the comparison of
+#: the canary itself on MAE (the shadow of the same config is as good as the primary, and its
+#: alert would not be the canary's).
+EXPECTED_LABELS: dict[str, dict[str, str]] = {
+    "canary": {"version": CANARY_VERSION, "metric": "mae"},
 }
 #: Seconds an injection must last for its alerts to fire in the demo: the 5-minute rate windows
 #: must pass the threshold, then the demo's shortened ``for:`` (30 s), then an evaluation and a
 #: scrape (5 s each). Measured with ``make demo`` (2026-12-07): drift fired 53 to 129 s after its
 #: injection, degrade 72 to 96 s, errors 106 to 112 s, latency 83 to 87 s.
 MIN_INJECTION_SECONDS = 120.0
+#: The same for injections that need longer. ``canary``: ModelCandidateWorse compares versions
+#: only once each has candidate_min_samples (300) outcomes in the hour, and a canary answering
+#: 10% of the demo's 20 requests/s gets 2 a second: 150 s, then the ground truth's delay (5 s
+#: on average), the 30 s ``for:`` and a scrape and an evaluation.
+MIN_SECONDS_BY_INJECTION = {"canary": 240.0}
 #: How often Prometheus's alerts and the receiver's store are read.
 POLL_SECONDS = 2.0
 #: After the traffic ends, how long to wait for notifications of alerts that fired (Alertmanager
@@ -51,17 +67,21 @@ POLL_SECONDS = 2.0
 DELIVERY_WAIT_SECONDS = 30.0
 HTTP_TIMEOUT_SECONDS = 5.0
 
-AlertKey = tuple[str, str, str, str]
-"""``(alertname, severity, model, feature)``; a label the alert does not carry is ``""``."""
+
+class AlertKey(NamedTuple):
+    """What tells two alerts apart in the demo; a label the alert does not carry is ``""``.
+    ``metric`` is the comparison of a candidate version (ModelCandidateWorse)."""
+
+    alertname: str
+    severity: str
+    model: str
+    feature: str
+    version: str = ""
+    metric: str = ""
 
 
-def alert_key(labels: dict[str, str]) -> AlertKey:
-    return (
-        labels.get("alertname", ""),
-        labels.get("severity", ""),
-        labels.get("model", ""),
-        labels.get("feature", ""),
-    )
+def alert_key(labels: Mapping[str, str]) -> AlertKey:
+    return AlertKey(*(labels.get(name, "") for name in AlertKey._fields))
 
 
 @dataclass
@@ -215,14 +235,16 @@ def detections(
             expected = EXPECTED_ALERTS.get(phase.name, {}).get(target["task"], ())
             if not expected:
                 continue
+            labels = EXPECTED_LABELS.get(phase.name, {}).items()
             matched = tuple(
                 sorted(
                     (
                         s
                         for s in seen
-                        if s.key[0] in expected
-                        and s.key[2] == target["model"]
+                        if s.key.alertname in expected
+                        and s.key.model == target["model"]
                         and s.pending_at >= phase.start
+                        and all(getattr(s.key, name) == value for name, value in labels)
                     ),
                     key=lambda s: (s.firing_at is None, s.firing_at or 0.0, s.key),
                 )
@@ -243,7 +265,7 @@ def report(found: Sequence[Detection], checked: bool) -> tuple[str, bool]:
         phase = detection.phase
         head = f"  {phase.name:<8} at {phase.start:5.0f} s on {detection.model:<8}"
         if not detection.fired:
-            names = " or ".join(detection.expected)
+            names = " or ".join(detection.expected) + _labelled(phase.name)
             lines.append(f"{head} NOT CAUGHT: expected {names} within {_span(phase)}")
             missing.append(f"{names} on {detection.model} ({phase.name})")
             continue
@@ -254,7 +276,7 @@ def report(found: Sequence[Detection], checked: bool) -> tuple[str, bool]:
             stored = any(a.key in detection.stored for a in alerts if a.firing_at is not None)
             where = f" {features}" if features else ""
             receipt = "stored by the receiver" if stored else "not stored by the receiver"
-            if not stored and severity == "warning" and _critical_fired(detection, name, alerts):
+            if not stored and severity == "warning" and _critical_fired(detection, alerts):
                 # Alertmanager's inhibit rule: the critical of the same alert, model and feature
                 # makes the warning redundant, so it is never sent.
                 receipt = "inhibited by its critical (not sent)"
@@ -284,11 +306,22 @@ def false_alarms(phases: Sequence[Phase], seen: Sequence[SeenAlert]) -> list[See
     return [s for s in seen if s.firing_at is not None and s.firing_at < first]
 
 
+def min_seconds(injection: str) -> float:
+    """How long ``injection`` must last for its alerts to fire in the demo."""
+    return MIN_SECONDS_BY_INJECTION.get(injection, MIN_INJECTION_SECONDS)
+
+
 def too_short(phases: Sequence[Phase]) -> list[Phase]:
-    """Injections shorter than :data:`MIN_INJECTION_SECONDS`: their alerts may not fire."""
+    """Injections shorter than :func:`min_seconds`: their alerts may not fire."""
     return [
-        p for p in phases if p.name in EXPECTED_ALERTS and p.end - p.start < MIN_INJECTION_SECONDS
+        p for p in phases if p.name in EXPECTED_ALERTS and p.end - p.start < min_seconds(p.name)
     ]
+
+
+def _labelled(injection: str) -> str:
+    """The labels an injection's alert must carry, as `` (version=..., metric=...)``."""
+    labels = EXPECTED_LABELS.get(injection)
+    return f" ({', '.join(f'{k}={v}' for k, v in labels.items())})" if labels else ""
 
 
 def _grouped(
@@ -297,19 +330,19 @@ def _grouped(
     """Alerts of one name and severity on one line, their features listed."""
     groups: dict[tuple[str, str], list[SeenAlert]] = {}
     for alert in alerts:
-        groups.setdefault((alert.key[0], alert.key[1]), []).append(alert)
+        groups.setdefault((alert.key.alertname, alert.key.severity), []).append(alert)
     rows = []
     for (name, severity), members in groups.items():
-        features = sorted({a.key[3] for a in members if a.key[3]})
+        features = sorted({_where(a.key) for a in members if _where(a.key)})
         shown = ", ".join(features[:4]) + (f" +{len(features) - 4}" if len(features) > 4 else "")
         rows.append((name, severity, f"({shown})" if shown else "", members))
     return rows
 
 
-def _critical_fired(detection: Detection, name: str, warnings: Sequence[SeenAlert]) -> bool:
+def _critical_fired(detection: Detection, warnings: Sequence[SeenAlert]) -> bool:
     """Whether the critical of every one of these warnings (same alert, model, feature) fired."""
     fired = {a.key for a in detection.alerts if a.firing_at is not None}
-    return all((name, "critical", w.key[2], w.key[3]) in fired for w in warnings)
+    return all(w.key._replace(severity="critical") in fired for w in warnings)
 
 
 def _after(second: float | None, phase: Phase) -> str:
@@ -324,10 +357,18 @@ def _stamp(seconds: float) -> str:
     return f"[{seconds:6.1f}s]"
 
 
+def _where(key: AlertKey) -> str:
+    """What in the model the alert is about: its feature, or a candidate's comparison."""
+    if key.metric:
+        return f"{key.version} {key.metric}"
+    return key.feature
+
+
 def describe_key(key: AlertKey) -> str:
-    name, severity, model, feature = key
-    where = f" feature={feature}" if feature else ""
-    return f"{name} {severity or '-'} model={model or '-'}{where}"
+    where = f" feature={key.feature}" if key.feature else ""
+    if key.metric:  # a candidate's comparison: which version, on what
+        where += f" version={key.version} metric={key.metric}"
+    return f"{key.alertname} {key.severity or '-'} model={key.model or '-'}{where}"
 
 
 def _short_value(value: object) -> str:
