@@ -575,7 +575,7 @@ def test_dashboards_show_the_thresholds_of_the_settings() -> None:
         "Window samples": [o["min_samples"]],
         "MAE (1h)": [o["mae_warning"], o["mae_critical"]],
         "MAE and RMSE (1h)": [o["mae_warning"], o["mae_critical"]],
-        "Candidate worse than the primary (standard errors, 1h)": [o["candidate_z_critical"]],
+        "Candidate worse than the primary (standard errors)": [o["candidate_z_critical"]],
     }
     assert {title: steps[title] for title in expected} == expected
     stale = {

@@ -29,17 +29,20 @@ from exporter.mixin.thresholds import BY_KEY
 
 REPO = Path(__file__).resolve().parent.parent
 TESTS = REPO / "prometheus" / "tests"
-STATISTIC = "model_metric:model_candidate_worse:zscore1h"
+#: The statistic of each window, by the window's length in minutes.
+STATISTICS = {
+    "model_metric:model_candidate_worse:zscore1h": 60,
+    "model_metric:model_candidate_worse:zscore6h": 360,
+}
 #: (file, test name) of the promtool cases whose statistics are checked here.
 CASES = (
     ("recording_test.yml", "versions side by side"),
     ("alerts_test.yml", "ModelCandidateWorse"),
+    ("alerts_test.yml", "ModelCandidateWorse over 6 hours"),
 )
 FLEET_LABELS = ("cluster", "namespace")
 #: Expected successes and failures each version needs for the normal approximation.
 MIN_EXPECTED = 10
-#: The window of the rules, in minutes: every case's counters grow linearly from 0 at 0m.
-WINDOW_MINUTES = 60
 #: Prometheus and scipy add the same numbers in another order.
 REL_TOLERANCE = 1e-9
 
@@ -60,13 +63,13 @@ def _series(spec: str) -> tuple[str, dict[str, str]]:
     return match["name"], _labels(match["labels"])
 
 
-def _increase(values: str, minute: int) -> float:
-    """The increase over the rules' hour at ``minute`` of a series written ``a+bxN`` (or ``axN``,
-    a constant): the samples start at 0m, so the window holds b x min(minute, 60) exactly."""
+def _increase(values: str, minute: int, window: int) -> float:
+    """The increase over a ``window`` of minutes at ``minute`` of a series written ``a+bxN`` (or
+    ``axN``, a constant): the samples start at 0m, so it is b x min(minute, window) exactly."""
     match = _LINEAR.match(values.strip())
     assert match, f"not a linear series: {values!r}"
     assert minute <= int(match["count"]), values
-    return float(match["step"] or 0) * min(minute, WINDOW_MINUTES)
+    return float(match["step"] or 0) * min(minute, window)
 
 
 def _minutes(eval_time: str) -> int:
@@ -90,8 +93,9 @@ class Version:
     guards: set[str] = field(default_factory=set)
 
 
-def _versions(case: dict[str, Any], minute: int) -> dict[Key, dict[str, Version]]:
-    """Each (fleet, model)'s versions at ``minute``, from the case's input series."""
+def _versions(case: dict[str, Any], minute: int, window: int) -> dict[Key, dict[str, Version]]:
+    """Each (fleet, model)'s versions at ``minute`` over ``window`` minutes, from the case's
+    input series."""
     found: dict[Key, dict[str, Version]] = defaultdict(lambda: defaultdict(Version))
     for item in case["input_series"]:
         name, labels = _series(item["series"])
@@ -99,7 +103,7 @@ def _versions(case: dict[str, Any], minute: int) -> dict[Key, dict[str, Version]
             continue
         group = tuple((k, labels[k]) for k in (*FLEET_LABELS, "model") if k in labels)
         version = found[group][labels["version"]]
-        increase = _increase(item["values"], minute)
+        increase = _increase(item["values"], minute, window)
         if name == "model_version_role":
             version.role = labels["role"]
         elif name == "model_candidate_guard":
@@ -198,9 +202,9 @@ def statistics(groups: dict[Key, dict[str, Version]]) -> dict[Key, float]:
     return expected
 
 
-def expected_statistics(case: dict[str, Any], minute: int) -> dict[Key, float]:
-    """Every statistic the rules must record at ``minute`` of a promtool case."""
-    return statistics(_versions(case, minute))
+def expected_statistics(case: dict[str, Any], minute: int, window: int) -> dict[Key, float]:
+    """Every statistic the rules must record at ``minute`` of a promtool case over ``window``."""
+    return statistics(_versions(case, minute, window))
 
 
 def _cases() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -211,40 +215,40 @@ def _cases() -> Iterator[tuple[str, dict[str, Any]]]:
         yield file, matching[0]
 
 
-def _recorded(case: dict[str, Any]) -> list[tuple[int, dict[Key, float]]]:
-    """(minute, label set -> value) of each check of the statistic in ``case``."""
+def _recorded(case: dict[str, Any]) -> list[tuple[int, int, dict[Key, float]]]:
+    """(minute, window, label set -> value) of each check of a statistic in ``case``."""
     checks = []
     for check in case.get("promql_expr_test", []):
-        if check["expr"] != STATISTIC:
+        if check["expr"] not in STATISTICS:
             continue
         samples = {}
-        for sample in check["exp_samples"]:
+        for sample in check.get("exp_samples") or []:
             name, labels = _series(sample["labels"])
-            assert name == STATISTIC
+            assert name == check["expr"]
             samples[tuple(sorted(labels.items()))] = float(sample["value"])
-        checks.append((_minutes(check["eval_time"]), samples))
+        checks.append((_minutes(check["eval_time"]), STATISTICS[check["expr"]], samples))
     return checks
 
 
 @pytest.mark.parametrize(("file", "case"), list(_cases()), ids=[name for _, name in CASES])
 def test_promtool_statistics_are_scipys(file: str, case: dict[str, Any]) -> None:
     checks = _recorded(case)
-    assert checks, f"{file}: {case['name']} does not check {STATISTIC}"
-    for minute, recorded in checks:
-        expected = expected_statistics(case, minute)
-        assert set(recorded) == set(expected), f"{file} at {minute}m: series differ"
+    assert checks, f"{file}: {case['name']} checks no statistic"
+    for minute, window, recorded in checks:
+        expected = expected_statistics(case, minute, window)
+        assert set(recorded) == set(expected), f"{file} at {minute}m over {window}m: series differ"
         for key, value in expected.items():
             assert recorded[key] == pytest.approx(value, rel=REL_TOLERANCE, abs=1e-12), key
 
 
 def test_the_cases_cover_what_the_alert_must_tell_apart() -> None:
     """Worse, better, equal, too few samples, no guard, a shadow and a canary, two clusters."""
-    (_, recording), (_, alerts) = _cases()
-    values = {**expected_statistics(recording, 60), **expected_statistics(alerts, 16)}
+    (_, recording), (_, alerts), (_, slow) = _cases()
+    values = {**expected_statistics(recording, 60, 60), **expected_statistics(alerts, 16, 60)}
     assert any(v > BY_KEY["candidate_z_critical"].default for v in values.values())  # type: ignore[operator]
     assert any(v < 0 for v in values.values())
     assert 0.0 in values.values()
-    versions = _versions(alerts, 16)
+    versions = _versions(alerts, 16, 60)
     roles = {v.role for group in versions.values() for v in group.values()}
     assert {"primary", "canary", "shadow"} <= roles
     assert {dict(group).get("cluster") for group in versions} == {"eu", "us"}
@@ -261,6 +265,10 @@ def test_the_cases_cover_what_the_alert_must_tell_apart() -> None:
         ].guards
     ]
     assert unguarded
+    # Little traffic: the hour never holds enough outcomes, 6 hours do.
+    assert expected_statistics(slow, 90, 60) == {}
+    assert expected_statistics(slow, 74, 360) == {}
+    assert list(expected_statistics(slow, 90, 360).values())[0] > 4.265
 
 
 def test_the_default_critical_value_and_minimum_sample_size() -> None:
@@ -276,6 +284,8 @@ def test_the_default_critical_value_and_minimum_sample_size() -> None:
     # The 1-hour statistic's chance of ever crossing the critical value in a day of a canary as
     # good as the primary (Pickands: T/w u^2 (1 - Phi(u))): under half a percent per metric.
     assert 24 * critical**2 * stats.norm.sf(critical) == pytest.approx(0.0044, abs=1e-4)
+    # The 6-hour window's statistic moves six times slower: 4 windows a day, about 0.07%.
+    assert (24 + 4) * critical**2 * stats.norm.sf(critical) == pytest.approx(0.0051, abs=1e-4)
 
 
 def test_welch_df_is_at_least_the_smaller_sample_minus_one() -> None:

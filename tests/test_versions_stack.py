@@ -12,9 +12,9 @@ step at each scrape, from 0 at the first one:
 * ``vtiny``: two outcomes a scrape, under ``candidate_min_samples`` for the whole test.
 
 Prometheus scrapes and evaluates every second (tests/stack_helpers.py, ``for:`` cut to 3 s).
-The checks: each statistic equals scipy's (pooled z checked by ``chi2_contingency``, Welch's t by
-``ttest_ind_from_stats``) on the hour's increases recorded in the same evaluation, which carry
-increase()'s extrapolation; vtiny has none; ModelCandidateWorse fires for the guarded metrics on
+The checks: each statistic, over 1h and 6h, equals scipy's (pooled z checked by
+``chi2_contingency``, Welch's t by ``ttest_ind_from_stats``) on the window's increases recorded in
+the same evaluation, which carry increase()'s extrapolation; vtiny has none; ModelCandidateWorse fires for the guarded metrics on
 which a candidate is worse and for nothing else; and every panel query of the ``model-versions``
 dashboard returns data (the dashboard tests/test_stack.py leaves out: its stack has no candidate).
 """
@@ -46,7 +46,9 @@ from tests.test_version_significance import Version, statistics
 pytestmark = pytest.mark.stack
 
 JOB = "model-exporter-versions"
-STATISTIC = "model_metric:model_candidate_worse:zscore1h"
+#: The statistic of each window the rules compare versions over.
+STATISTIC = "model_metric:model_candidate_worse:zscore{window}"
+WINDOWS = ("1h", "6h")
 #: Bounds of the waits (they poll; none is a timing assertion). The statistics need three
 #: scrapes of 100 outcomes (candidate_min_samples 300) and, for the shadow's error ratio, ten
 #: expected failures in each version; the alert a few evaluations and its 3 s for:.
@@ -215,8 +217,9 @@ def _key(labels: dict[str, str], *names: str) -> tuple[tuple[str, str], ...]:
     return tuple(sorted((name, labels[name]) for name in names))
 
 
-def _recorded_versions(api: PrometheusAPI, at: float) -> dict[Any, dict[str, Version]]:
-    """Each model's versions as the rules recorded them in the evaluation at ``at``."""
+def _recorded_versions(api: PrometheusAPI, window: str, at: float) -> dict[Any, dict[str, Version]]:
+    """Each model's versions over ``window`` as the rules recorded them in the evaluation at
+    ``at``."""
     groups: dict[Any, dict[str, Version]] = {}
 
     def version(labels: dict[str, str]) -> Version:
@@ -226,13 +229,13 @@ def _recorded_versions(api: PrometheusAPI, at: float) -> dict[Any, dict[str, Ver
     for element in api.query("model_role:model_version_role:dedup", at):
         version(element["metric"]).role = element["metric"]["role"]
     fields = {
-        "model:model_compare_calls:increase1h": "calls",
-        "model:model_compare_errors:increase1h": "errors",
-        "model:model_compare_outcomes:increase1h": "outcomes",
-        "model:model_compare_correct:increase1h": "correct",
-        "model:model_compare_abs_error:count1h": "count",
-        "model:model_compare_abs_error:sum1h": "abs_sum",
-        "model:model_compare_squared_error:sum1h": "squared_sum",
+        f"model:model_compare_calls:increase{window}": "calls",
+        f"model:model_compare_errors:increase{window}": "errors",
+        f"model:model_compare_outcomes:increase{window}": "outcomes",
+        f"model:model_compare_correct:increase{window}": "correct",
+        f"model:model_compare_abs_error:count{window}": "count",
+        f"model:model_compare_abs_error:sum{window}": "abs_sum",
+        f"model:model_compare_squared_error:sum{window}": "squared_sum",
     }
     for rule, name in fields.items():
         for element in api.query(rule, at):
@@ -240,9 +243,11 @@ def _recorded_versions(api: PrometheusAPI, at: float) -> dict[Any, dict[str, Ver
     return groups
 
 
+@pytest.mark.parametrize("window", WINDOWS)
 def test_recorded_statistics_are_scipys_on_the_recorded_increases(
-    prometheus: PrometheusAPI,
+    prometheus: PrometheusAPI, window: str
 ) -> None:
+    statistic = STATISTIC.format(window=window)
     wanted = {
         ("vclass", "v2", "accuracy"), ("vclass", "v2", "error_ratio"),
         ("vclass", "v3", "accuracy"), ("vclass", "v3", "error_ratio"), ("vfare", "v2", "mae"),
@@ -251,7 +256,7 @@ def test_recorded_statistics_are_scipys_on_the_recorded_increases(
     def recorded() -> dict[tuple[str, str, str], float]:
         """(model, version, metric) -> sample time of every statistic."""
         found = {}
-        for element in prometheus.query(f"timestamp({STATISTIC})"):
+        for element in prometheus.query(f"timestamp({statistic})"):
             labels = element["metric"]
             found[(labels["model"], labels["version"], labels["metric"])] = float(
                 element["value"][1]
@@ -264,9 +269,9 @@ def test_recorded_statistics_are_scipys_on_the_recorded_increases(
     at = max(recorded().values())
     values = {
         _key(e["metric"], "model", "version", "metric"): float(e["value"][1])
-        for e in prometheus.query(STATISTIC, at)
+        for e in prometheus.query(statistic, at)
     }
-    expected = statistics(_recorded_versions(prometheus, at))
+    expected = statistics(_recorded_versions(prometheus, window, at))
     assert set(values) == set(expected)
     assert {(dict(k)["model"], dict(k)["version"], dict(k)["metric"]) for k in values} == wanted
     for key, value in expected.items():

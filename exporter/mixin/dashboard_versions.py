@@ -13,11 +13,13 @@ from exporter.mixin.panels import Json, table, target, threshold_series, timeser
 from exporter.mixin.settings import Settings
 from exporter.mixin.thresholds import Effective
 
-#: The per-version value of each compared metric (error ratio, accuracy, MAE) over the hour.
-VALUE = "model_metric:model_compare_value:1h"
-SAMPLES = "model_metric:model_compare_samples:1h"
-STATISTIC = "model_metric:model_candidate_worse:zscore1h"
+#: The per-version value of each compared metric (error ratio, accuracy, MAE) in a window.
+VALUE = "model_metric:model_compare_value:{window}"
+SAMPLES = "model_metric:model_compare_samples:{window}"
+STATISTIC = "model_metric:model_candidate_worse:zscore{window}"
 ROLE = "model_role:model_version_role:dedup"
+#: The windows the versions are compared over (recording.yml, model-exporter-versions).
+WINDOWS = ("1h", "6h")
 
 
 def _threshold(key: str) -> str:
@@ -29,7 +31,10 @@ def _value(metric: str, title: str, description: str, unit: str) -> Json:
     return timeseries(
         title,
         description,
-        [target(f'{VALUE}{{@, metric="{metric}"}}', "{{version}}")],
+        [
+            target(f'{VALUE.format(window=w)}{{@, metric="{metric}"}}', f"{{{{version}}}} {w}")
+            for w in WINDOWS
+        ],
         unit=unit,
         w=8,
     )
@@ -97,56 +102,73 @@ def rows(settings: Settings) -> list[Json]:
             [
                 _value(
                     "error_ratio",
-                    "Error ratio by version (1h)",
+                    "Error ratio by version (1h, 6h)",
                     (
-                        "Failed calls / all calls per version over the last hour "
-                        '(model_metric:model_compare_value:1h{metric="error_ratio"}).'
+                        "Failed calls / all calls per version over the last hour and the last "
+                        '6 hours (model_metric:model_compare_value:1h / 6h{metric="error_ratio"}).'
                     ),
                     "percentunit",
                 ),
                 _value(
                     "accuracy",
-                    "Accuracy by version (1h)",
+                    "Accuracy by version (1h, 6h)",
                     (
                         "Correct / all classification outcomes per version over the last hour "
-                        '(model_metric:model_compare_value:1h{metric="accuracy"}).'
+                        'and the last 6 hours (model_metric:model_compare_value:1h / 6h{metric="'
+                        'accuracy"}).'
                     ),
                     "percentunit",
                 ),
                 timeseries(
-                    "MAE and spread of |error| by version (1h)",
+                    "MAE and spread of |error| by version (1h, 6h)",
                     (
-                        "Mean absolute error per version over the last hour "
-                        '(model_metric:model_compare_value:1h{metric="mae"}) and the standard '
-                        "deviation of the absolute errors, the square root of "
-                        "model_metric:model_compare_variance:1h, which Welch's t weighs the "
+                        "Mean absolute error per version over the last hour and the last 6 hours "
+                        '(model_metric:model_compare_value:1h / 6h{metric="mae"}) and the '
+                        "standard deviation of the absolute errors, the square root of "
+                        "model_metric:model_compare_variance:1h / 6h, which Welch's t weighs the "
                         "difference of two MAEs by."
                     ),
                     [
-                        target(f'{VALUE}{{@, metric="mae"}}', "MAE {{version}}"),
-                        target(
-                            "sqrt(model_metric:model_compare_variance:1h{@})",
-                            "std of |error| {{version}}",
+                        *(
+                            target(
+                                f'{VALUE.format(window=w)}{{@, metric="mae"}}',
+                                f"MAE {{{{version}}}} {w}",
+                            )
+                            for w in WINDOWS
+                        ),
+                        *(
+                            target(
+                                f"sqrt(model_metric:model_compare_variance:{w}{{@}})",
+                                f"std of |error| {{{{version}}}} {w}",
+                            )
+                            for w in WINDOWS
                         ),
                     ],
                     unit="short",
                     w=8,
                 ),
                 timeseries(
-                    "Calls and outcomes per version (1h)",
+                    "Calls and outcomes per version (1h, 6h)",
                     (
-                        "The sample size of each comparison over the last hour "
-                        "(model_metric:model_compare_samples:1h): calls for the error ratio, "
-                        "outcomes for accuracy and MAE. Two versions are compared from "
-                        f"candidate_min_samples ({min_samples}, the dashed series) each."
+                        "The sample size of each comparison over the last hour and the last 6 "
+                        "hours (model_metric:model_compare_samples:1h / 6h): calls for the error "
+                        "ratio, outcomes for accuracy and MAE. Two versions are compared in a "
+                        f"window from candidate_min_samples ({min_samples}, the dashed series) "
+                        "each."
                     ),
                     [
-                        target(f"{SAMPLES}{{@}}", "{{metric}} {{version}}"),
+                        *(
+                            target(
+                                f"{SAMPLES.format(window=w)}{{@}}",
+                                f"{{{{metric}}}} {{{{version}}}} {w}",
+                            )
+                            for w in WINDOWS
+                        ),
                         target(_threshold("candidate_min_samples"), "candidate_min_samples"),
                     ],
                     unit="short",
                     w=12,
-                    overrides=[threshold_series("B")],
+                    overrides=[threshold_series("C")],
                 ),
                 table(
                     "Versions compared now (1h)",
@@ -157,9 +179,9 @@ def rows(settings: Settings) -> list[Json]:
                         "little evidence)."
                     ),
                     [
-                        target(f"{VALUE}{{@}}", instant=True, table=True),
-                        target(f"{SAMPLES}{{@}}", instant=True, table=True),
-                        target(f"{STATISTIC}{{@}}", instant=True, table=True),
+                        target(f"{VALUE.format(window='1h')}{{@}}", instant=True, table=True),
+                        target(f"{SAMPLES.format(window='1h')}{{@}}", instant=True, table=True),
+                        target(f"{STATISTIC.format(window='1h')}{{@}}", instant=True, table=True),
                     ],
                     w=12,
                     decimals=4,
@@ -182,26 +204,32 @@ def rows(settings: Settings) -> list[Json]:
             "Significance",
             [
                 timeseries(
-                    "Candidate worse than the primary (standard errors, 1h)",
+                    "Candidate worse than the primary (standard errors)",
                     (
                         "Per candidate and metric, how many standard errors it is worse than "
-                        "the primary over the last hour "
-                        "(model_metric:model_candidate_worse:zscore1h): a pooled z for the "
+                        "the primary over the last hour and the last 6 hours "
+                        "(model_metric:model_candidate_worse:zscore1h / 6h): a pooled z for the "
                         "error ratio and accuracy, Welch's t for MAE; below zero the candidate "
-                        "is better. Absent until both versions hold candidate_min_samples "
-                        f"({min_samples}). ModelCandidateWorse warns above the dashed series, "
-                        f"candidate_z_critical (default {critical}), for a metric the "
-                        "candidate's config lets alert."
+                        "is better. A window's is absent until both versions hold "
+                        f"candidate_min_samples ({min_samples}) in it. ModelCandidateWorse warns "
+                        f"above the dashed series, candidate_z_critical (default {critical}), in "
+                        "either window, for a metric the candidate's config lets alert."
                     ),
                     [
-                        target(f"{STATISTIC}{{@}}", "{{metric}} {{version}}"),
+                        *(
+                            target(
+                                f"{STATISTIC.format(window=w)}{{@}}",
+                                f"{{{{metric}}}} {{{{version}}}} {w}",
+                            )
+                            for w in WINDOWS
+                        ),
                         target(_threshold("candidate_z_critical"), "candidate_z_critical"),
                     ],
                     unit="short",
                     w=24,
                     min=None,
                     steps=th.steps(None, "candidate_z_critical"),
-                    overrides=[threshold_series("B")],
+                    overrides=[threshold_series("C")],
                 ),
             ],
         ),

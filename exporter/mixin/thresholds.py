@@ -157,19 +157,19 @@ THRESHOLDS: tuple[Threshold, ...] = (
         4.265,
         "standard errors",
         "How many standard errors worse than the primary a candidate version must be (pooled z "
-        "for accuracy and error ratio, Welch's t for MAE, over the last hour) to warn: one-sided "
-        "1e-5 per evaluation, strict because the comparison is re-evaluated for as long as the "
-        "candidate runs (about 0.4% false alerts per metric per day of canary).",
+        "for accuracy and error ratio, Welch's t for MAE, over the last hour or 6 hours) to warn: "
+        "one-sided 1e-5 per evaluation, strict because the comparison is re-evaluated for as long "
+        "as the candidate runs (about 0.5% false alerts per metric per day of canary).",
         "ModelCandidateWorse (warning)",
     ),
     Threshold(
         "candidate_min_samples",
         300,
         "calls or outcomes per version",
-        "Least calls (error ratio) or outcomes (accuracy, MAE) in the hour each of the two "
-        "versions needs before they are compared; proportions also need 10 expected successes "
-        "and failures in each. From 300 (Welch: 299 degrees of freedom or more) the normal "
-        "critical value errs by at most a third of its tail.",
+        "Least calls (error ratio) or outcomes (accuracy, MAE) in a window each of the two "
+        "versions needs before they are compared in it; proportions also need 10 expected "
+        "successes and failures in each. From 300 (Welch: 299 degrees of freedom or more) the "
+        "normal critical value errs by at most a third of its tail.",
         "ModelCandidateWorse's sample-size guard",
     ),
 )
