@@ -14,9 +14,10 @@ step at each scrape, from 0 at the first one:
 Prometheus scrapes and evaluates every second (tests/stack_helpers.py, ``for:`` cut to 3 s).
 The checks: each statistic, over 1h and 6h, equals scipy's (pooled z checked by
 ``chi2_contingency``, Welch's t by ``ttest_ind_from_stats``) on the window's increases recorded in
-the same evaluation, which carry increase()'s extrapolation; vtiny has none; ModelCandidateWorse fires for the guarded metrics on
-which a candidate is worse and for nothing else; and every panel query of the ``model-versions``
-dashboard returns data (the dashboard tests/test_stack.py leaves out: its stack has no candidate).
+the same evaluation, which carry increase()'s extrapolation; vtiny has none; ModelCandidateWorse
+fires for the guarded metrics on which a candidate is worse and for nothing else; and every panel
+query of the ``model-versions`` dashboard returns data (the dashboard tests/test_stack.py leaves
+out: its stack has no candidate).
 """
 
 from __future__ import annotations
