@@ -425,6 +425,6 @@ def test_canary_sends_steady_traffic_and_its_ground_truth(fare_stub: Stub) -> No
     # The truth is the trip's fare, as in steady traffic: what the versions are compared on.
     errors = [abs(p - a) for p, a in _fed_back(fare_stub, fare_stub.requests)]
     assert len(errors) > 20 and float(np.mean(errors)) < 3.5
-    assert "[   0.0s] canary: steady traffic and ground truth; the service's candidates are " in (
+    assert "[   0.0s] canary: steady traffic and ground truth, for the candidate versions " in (
         out.getvalue()
     )

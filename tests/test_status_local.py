@@ -56,7 +56,7 @@ def test_steady_traffic_is_ok(service) -> None:
     assert answer["source"] == "this process"
     assert "model-exporter status --prometheus" in answer["note"]
     [model] = answer["models"]
-    assert (model["model"], model["version"]) == ("toy", "v1")
+    assert (model["model"], model["version"], model["role"]) == ("toy", "v1", "primary")
     assert model["state"] == "ok", model
     assert model["recommendations"] == []
     signals = {s["name"]: s for s in model["signals"]}
@@ -136,3 +136,28 @@ def test_get_status_asks_for_a_token_like_predict(tmp_path: Path) -> None:
         assert client.get("/status").status_code == 401
         headers = {"Authorization": "Bearer s3cret-token-value-0123456789"}
         assert client.get("/status", headers=headers).status_code == 200
+
+
+def test_each_version_shows_its_role_and_the_comparison_is_left_to_the_fleet(
+    tmp_path: Path,
+) -> None:
+    from exporter.demo_models.fare import FEATURES, synthetic_trips
+    from tests.service_fixtures import ROOT
+
+    config = load_config(ROOT / "examples" / "fare" / "monitor-canary.yml")
+    service = build_service(config, tmp_path / "data")
+    trips = synthetic_trips(40, 5).to_dict("records")
+    with TestClient(BodyLimit(create_app(service), 65536)) as client:
+        for trip in trips:
+            features = {name: trip[name] for name in FEATURES}
+            assert client.post("/predict", json={"features": features}).status_code == 200
+        answer = client.get("/status").json()
+    roles = [(m["version"], m["role"]) for m in answer["models"]]
+    assert roles == [
+        ("2024.06-ols", "primary"), ("2024.12-overcharge", "canary"),
+        ("2024.12-retrained", "shadow"),
+    ]  # fmt: skip
+    assert all(m["comparisons"] == [] for m in answer["models"])
+    assert (
+        "compared with the primary (ModelCandidateWorse) in the fleet view only" in (answer["note"])
+    )

@@ -11,6 +11,7 @@ import pytest
 from exporter.status import RULES, summarize
 from exporter.status.model import (
     OUTPUT_FEATURE,
+    ComparisonEvidence,
     Evidence,
     FeatureDriftEvidence,
     FiringAlert,
@@ -198,11 +199,68 @@ def test_firing_alerts_weigh_in_the_state() -> None:
     assert summarize(info).state == "ok"
 
 
+def compared(
+    metric: str, value: float, primary: float, z: float | None, **more
+) -> ComparisonEvidence:
+    fields = {"metric": metric, "window": "1h", "value": value, "samples": 812.0,
+              "primary_version": "2024.06-ols", "primary_value": primary,
+              "primary_samples": 7400.0, "statistic": z, "guarded": True, **more}  # fmt: skip
+    return ComparisonEvidence(**fields)
+
+
+#: The canary of examples/fare/monitor-canary.yml, healthy on its own but worse than the primary.
+CANARY = replace(
+    HEALTHY,
+    version="2024.12-overcharge",
+    role="canary",
+    comparisons=(compared("error_ratio", 0.0, 0.0, None), compared("mae", 2.73, 1.05, 14.71)),
+)
+
+
+def test_a_canary_worse_than_the_primary_is_to_be_stopped() -> None:
+    status = summarize(CANARY)
+    assert status.state == "warning"  # ModelCandidateWorse's severity
+    assert status.role == "canary"
+    assert rules_of(CANARY) == {
+        "candidate-worse": "canary 2024.12-overcharge is significantly worse than the primary on "
+        "MAE (2.73 vs 1.05, z = 14.7 over 1h): stop the canary / roll back (drop it from "
+        "`candidates`)"
+    }
+    error_ratio, mae = status.comparisons
+    assert (mae.metric, mae.state, mae.threshold) == ("mae", "warning", 4.265)
+    assert mae.note == "MAE 2.73 (812 outcomes) vs 1.05 for primary 2024.06-ols (7400)"
+    assert error_ratio.state == "ok" and "not compared" in error_ratio.note
+    # A shadow is not rolled back but kept from promotion; accuracy and error ratio as shares.
+    shadow = replace(CANARY, role="shadow", comparisons=(compared("accuracy", 0.7, 0.9, 6.2),))
+    assert rules_of(shadow)["candidate-worse"] == (
+        "shadow 2024.12-overcharge is significantly worse than the primary on accuracy (70% vs "
+        "90%, z = 6.2 over 1h): do not promote it; compare its training with the primary's"
+    )
+
+
+def test_a_candidate_within_noise_or_not_guarded_is_ok() -> None:
+    close = replace(CANARY, comparisons=(compared("mae", 1.07, 1.05, 1.2),))
+    assert summarize(close).state == "ok" and rules_of(close) == {}
+    # Worse on a metric its alert_on leaves out: shown, not judged, as the alert does.
+    unguarded = replace(CANARY, comparisons=(compared("mae", 2.73, 1.05, 14.7, guarded=False),))
+    status = summarize(unguarded)
+    assert status.state == "ok" and rules_of(unguarded) == {}
+    assert "not in its alert_on" in status.comparisons[0].note
+    # The alert firing speaks even when the statistic was read from the 6h window.
+    alert = FiringAlert("ModelCandidateWorse", "warning", {"metric": "mae"})
+    firing = replace(
+        CANARY, comparisons=(compared("mae", 2.73, 1.05, 5.3, window="6h"),), alerts=(alert,)
+    )
+    assert "on MAE (2.73 vs 1.05, z = 5.3 over 6h)" in rules_of(firing)["candidate-worse"]
+    # A primary has no comparison, whatever its numbers.
+    assert summarize(replace(HEALTHY, role="primary")).comparisons == ()
+
+
 def test_every_rule_has_a_case_above() -> None:
     covered = {
-        "retrain", "performance-without-drift", "watch-drift", "output-drift", "errors-one-kind",
-        "errors-mixed", "latency", "invalid-input", "ground-truth-lost", "no-ground-truth",
-        "no-predictions",
+        "candidate-worse", "retrain", "performance-without-drift", "watch-drift", "output-drift",
+        "errors-one-kind", "errors-mixed", "latency", "invalid-input", "ground-truth-lost",
+        "no-ground-truth", "no-predictions",
     }  # fmt: skip
     assert {rule.id for rule in RULES} == covered
     assert len({rule.id for rule in RULES}) == len(RULES)
@@ -223,10 +281,16 @@ def test_json_and_table() -> None:
         drift=(drift("text_length", float("nan")),),
         alerts=(FiringAlert("ModelHighErrorRatio", "critical", {"model": "intent"}),),
     )
-    statuses = [summarize(HEALTHY), summarize(sick)]
+    statuses = [summarize(HEALTHY), summarize(sick), summarize(CANARY)]
     answer = document(statuses, source="prometheus http://p:9090")
     json.dumps(answer, allow_nan=False)  # NaN is reported as null
-    assert [m["state"] for m in answer["models"]] == ["ok", "critical"]
+    assert [m["state"] for m in answer["models"]] == ["ok", "critical", "warning"]
+    assert [m["role"] for m in answer["models"]] == [None, None, "canary"]
+    assert answer["models"][2]["comparisons"][1] == {
+        "name": "worse_than_primary", "value": 14.71, "threshold": 4.265, "window": "1h",
+        "state": "warning", "unit": "standard errors", "metric": "mae",
+        "note": "MAE 2.73 (812 outcomes) vs 1.05 for primary 2024.06-ols (7400)",
+    }  # fmt: skip
     assert answer["models"][1]["recommendations"][0]["rule"] == "errors-one-kind"
     table = text_table(statuses, source="prometheus http://p:9090")
     lines = table.splitlines()
@@ -237,3 +301,8 @@ def test_json_and_table() -> None:
     assert rows[0].index("v1") == rows[1].index("v1") == header.index("VERSION")
     assert "CRITICAL" in rows[1] and "17% !!" in rows[1]
     assert "  [critical] errors are all ValueError" in table
+    canary = lines[lines.index(header) + 3]
+    assert canary.startswith("fare ") and "2024.12-overcharge  canary  WARNING" in canary
+    assert canary.index("mae z 14.7 !") == header.index("VS PRIMARY")
+    assert "vs primary: 1h" in table
+    assert "  [warning] canary 2024.12-overcharge is significantly worse" in table

@@ -133,8 +133,8 @@ _FAULT_DESCRIPTIONS = {
     "errors": f"{ERROR_SHARE:.0%} of requests with {FAULT_KEY}=error",
     "latency": f"{SLOW_SHARE:.0%} of requests with {FAULT_KEY}=slow (0.25-0.5 s)",
     # The traffic is steady; what differs is the service (examples/fare/monitor-canary.yml).
-    "canary": "steady traffic and ground truth; the service's candidates are compared with its "
-    "primary",
+    "canary": "steady traffic and ground truth, for the candidate versions of the service's "
+    "config (if any) to be compared with its primary",
 }
 
 

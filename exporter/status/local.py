@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any, Literal
 
 from prometheus_client import CollectorRegistry
@@ -48,8 +49,14 @@ def status_of_service(service: Service) -> dict[str, Any]:
             monitor.flush()  # the held-back per-bin counts reach the counters first
     samples = list(_samples(service))
     window = _window(monitors[0].windows)
+    roles = _roles(service)
     statuses = [
-        summarize(evidence_of(m, list(_own_samples(samples, m.model_labels)), _window(m.windows)))
+        summarize(
+            replace(
+                evidence_of(m, list(_own_samples(samples, m.model_labels)), _window(m.windows)),
+                role=roles.get(m.version, ""),
+            )
+        )
         for m in monitors
     ]
     note = (
@@ -57,7 +64,23 @@ def status_of_service(service: Service) -> dict[str, Any]:
         f"performance over its {window} window; no other replica and no alert is seen here. The "
         "fleet view, with the alerts firing, is `model-exporter status --prometheus URL`."
     )
+    if len(statuses) > 1:
+        # One process holds a share of each version's evidence, and the comparison's guard is
+        # per fleet: it is judged where every replica is summed.
+        note += (
+            " Candidates are compared with the primary (ModelCandidateWorse) in the fleet "
+            "view only."
+        )
     return document(statuses, source=SOURCE, note=note)
+
+
+def _roles(service: Service) -> dict[str, str]:
+    """Each served version's role (``primary``, ``canary``, ``shadow``); a service of one
+    version serves its primary."""
+    versions = getattr(service, "versions", ())
+    if not versions:
+        return {service.monitor.version: "primary"}
+    return {v.monitor.version: v.role for v in versions}
 
 
 def _monitors(service: Service) -> list[ModelMonitor]:

@@ -51,6 +51,28 @@ class PerformanceEvidence:
 
 
 @dataclass(frozen=True)
+class ComparisonEvidence:
+    """A candidate version against the primary of its fleet on one metric over one window, as
+    the versions group records it (``model_metric:model_compare_*``, the statistic of
+    ``model_metric:model_candidate_worse:zscore1h`` or ``...6h``)."""
+
+    #: ``error_ratio``, ``accuracy`` or ``mae``, as ``model_candidate_guard`` names them.
+    metric: str
+    window: str
+    value: float | None
+    #: Calls (error ratio) or outcomes (accuracy, MAE) in the window.
+    samples: float | None
+    primary_version: str
+    primary_value: float | None
+    primary_samples: float | None
+    #: Standard errors by which the candidate is worse (negative: better); None while either
+    #: version lacks ``candidate_min_samples``, as in the rules.
+    statistic: float | None
+    #: Whether the candidate's ``alert_on`` lets ModelCandidateWorse alert on this metric.
+    guarded: bool
+
+
+@dataclass(frozen=True)
 class FiringAlert:
     name: str
     severity: str
@@ -65,6 +87,8 @@ class Evidence:
     version: str
     #: Labels telling fleets apart (``cluster``, ``namespace``), when the series carry them.
     fleet: Mapping[str, str] = field(default_factory=dict)
+    #: ``primary``, ``canary`` or ``shadow`` (``model_version_role``); "" when unknown.
+    role: str = ""
     #: Effective alert thresholds by key (``model_alert_threshold`` with the rule defaults).
     thresholds: Mapping[str, float] = field(default_factory=dict)
     #: The window each group of signals covers: ``traffic`` (traffic, errors, latency, input
@@ -89,6 +113,8 @@ class Evidence:
     #: Whether ground truth ever arrived (over 7 days for Prometheus); None when unknown.
     had_ground_truth: bool | None = None
     alerts: tuple[FiringAlert, ...] = ()
+    #: A candidate's comparisons with its primary, one per metric; none for a primary.
+    comparisons: tuple[ComparisonEvidence, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -105,6 +131,8 @@ class Signal:
     feature: str = ""
     #: Why the state is what it is when the value alone does not say (too few samples...).
     note: str = ""
+    #: For a candidate's comparison with its primary, the metric compared; otherwise empty.
+    metric: str = ""
 
 
 @dataclass(frozen=True)
@@ -129,6 +157,10 @@ class ModelStatus:
     output_drift: Signal | None
     alerts: tuple[FiringAlert, ...]
     recommendations: tuple[Recommendation, ...]
+    #: ``primary``, ``canary`` or ``shadow``; "" when the source does not say.
+    role: str = ""
+    #: A candidate's comparisons with the primary (``worse_than_primary`` signals, by metric).
+    comparisons: tuple[Signal, ...] = ()
 
     def signal(self, name: str) -> Signal | None:
         return next((s for s in self.signals if s.name == name), None)

@@ -21,6 +21,7 @@ import httpx
 from exporter.errors import ExporterError
 from exporter.mixin.settings import Settings
 from exporter.status.model import (
+    ComparisonEvidence,
     Evidence,
     FeatureDriftEvidence,
     FiringAlert,
@@ -30,6 +31,16 @@ from exporter.status.model import (
 from exporter.status.summary import summarize
 
 WINDOWS = {"traffic": "5m", "drift": "1h", "performance": "1h"}
+#: The versions group's series per window (each version's value, sample and statistic), the
+#: first window preferred: the longer one speaks for a candidate whose hour holds too little
+#: evidence (the alert reads both). Named in full, so a renamed rule fails the contract test.
+COMPARISON_SERIES = {
+    "1h": ("model_metric:model_compare_value:1h", "model_metric:model_compare_samples:1h",
+           "model_metric:model_candidate_worse:zscore1h"),
+    "6h": ("model_metric:model_compare_value:6h", "model_metric:model_compare_samples:6h",
+           "model_metric:model_candidate_worse:zscore6h"),
+}  # fmt: skip
+COMPARISON_WINDOWS = tuple(COMPARISON_SERIES)
 #: The defaults of the generated rules (exporter/mixin/settings.py).
 DEFAULT_SELECTOR = Settings().selector
 DEFAULT_FLEET_LABELS = Settings().fleet_labels
@@ -214,6 +225,19 @@ class _Raw:
         self.alerts = [
             (labels, _alert(labels)) for labels, _ in reader.query('ALERTS{alertstate="firing"}')
         ]
+        # Versions side by side (the versions group): each version's role, the metrics a
+        # candidate may alert on, and per window each version's value, sample and statistic.
+        self.roles = {
+            key: next(iter(sorted(found)))
+            for key, found in feature("model_role:model_version_role:dedup", "role").items()
+        }
+        self.guards = feature("model_metric:model_candidate_guard:dedup", "metric")
+        self.compared = {
+            window: (
+                feature(value, "metric"), feature(samples, "metric"), feature(z, "metric"),
+            )
+            for window, (value, samples, z) in COMPARISON_SERIES.items()
+        }  # fmt: skip
 
     def _alerts_of(self, key: Key) -> tuple[FiringAlert, ...]:
         fleet, model, version = key
@@ -254,6 +278,46 @@ class _Raw:
             for f in sorted(psi)
         )
 
+    def _primary(self, key: Key) -> Key | None:
+        fleet, model, _ = key
+        return next(
+            (k for k, role in sorted(self.roles.items())
+             if role == "primary" and (k[0], k[1]) == (fleet, model)),
+            None,
+        )  # fmt: skip
+
+    def _comparisons(self, key: Key) -> tuple[ComparisonEvidence, ...]:
+        """A candidate's comparison with the primary of its fleet on each metric both have a
+        sample of: over the first window with a statistic, else the first (under the guard)."""
+        primary = self._primary(key)
+        if self.roles.get(key, "primary") == "primary" or primary is None:
+            return ()
+        guards = self.guards.get(key, {})
+        found = []
+        first_values, first_samples, _ = self.compared[COMPARISON_WINDOWS[0]]
+        metrics = set(first_samples.get(key, {})) & set(first_samples.get(primary, {}))
+        for metric in sorted(metrics):
+            chosen = COMPARISON_WINDOWS[0]
+            for window in COMPARISON_WINDOWS:
+                if metric in self.compared[window][2].get(key, {}):
+                    chosen = window
+                    break
+            values, samples, statistics = self.compared[chosen]
+            found.append(
+                ComparisonEvidence(
+                    metric=metric,
+                    window=chosen,
+                    value=_finite(values.get(key, {}).get(metric)),
+                    samples=samples.get(key, {}).get(metric),
+                    primary_version=primary[2],
+                    primary_value=_finite(values.get(primary, {}).get(metric)),
+                    primary_samples=samples.get(primary, {}).get(metric),
+                    statistic=_finite(statistics.get(key, {}).get(metric)),
+                    guarded=metric in guards,
+                )  # fmt: skip
+            )
+        return tuple(found)
+
     def evidence(self, key: Key) -> Evidence:
         fleet, model, version = key
         had = self.had_truth.get(key)
@@ -261,6 +325,8 @@ class _Raw:
             model=model,
             version=version,
             fleet=dict(fleet),
+            role=self.roles.get(key, ""),
+            comparisons=self._comparisons(key),
             thresholds=self.thresholds.get((fleet, model), {}),
             windows=WINDOWS,
             traffic=self.traffic.get(key, 0.0),

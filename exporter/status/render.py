@@ -32,6 +32,8 @@ def signal_document(signal: Signal) -> dict[str, Any]:
     }
     if signal.feature:
         document["feature"] = signal.feature
+    if signal.metric:
+        document["metric"] = signal.metric
     if signal.note:
         document["note"] = signal.note
     return document
@@ -45,6 +47,7 @@ def status_document(status: ModelStatus) -> dict[str, Any]:
     return {
         "model": status.model,
         "version": status.version,
+        "role": status.role or None,
         "fleet": dict(status.fleet),
         "state": status.state,
         "signals": [signal_document(s) for s in status.signals],
@@ -52,6 +55,7 @@ def status_document(status: ModelStatus) -> dict[str, Any]:
         "output_drift": (
             signal_document(status.output_drift) if status.output_drift is not None else None
         ),
+        "comparisons": [signal_document(s) for s in status.comparisons],
         "alerts": [alert_document(a) for a in status.alerts],
         "recommendations": [
             {"rule": r.rule, "severity": r.severity, "text": r.text} for r in status.recommendations
@@ -112,6 +116,16 @@ def _output(status: ModelStatus) -> str:
     return "-" if signal is None or signal.value is None else _cell(f"{signal.value:.2f}", signal)
 
 
+def _versus_primary(status: ModelStatus) -> str:
+    """A candidate's worst comparison with the primary: the metric and its statistic."""
+    judged = [c for c in status.comparisons if c.value is not None]
+    if not judged:
+        return "too few" if status.comparisons else "-"
+    worst = max(judged, key=lambda c: (c.state != "ok", c.value or 0.0))
+    # round() or 0.0: a statistic of -0.04 reads "z 0.0", not "z -0.0".
+    return _cell(f"{worst.metric} z {round(worst.value or 0.0, 1) or 0.0:.1f}", worst)
+
+
 def _alerts(alerts: Sequence[FiringAlert]) -> str:
     """Each alert's name once, with its worst severity firing (a warning and a critical of one
     alert fire together)."""
@@ -130,6 +144,7 @@ def _row(status: ModelStatus) -> list[str]:
     return [
         status.model + (f" ({fleet})" if fleet else ""),
         status.version,
+        status.role or "-",
         status.state.upper() if status.state != "ok" else "ok",
         _traffic(sig(TRAFFIC)),
         _cell(share(_value(sig(ERROR_RATIO))), sig(ERROR_RATIO)),
@@ -139,6 +154,7 @@ def _row(status: ModelStatus) -> list[str]:
         _output(status),
         _performance(status),
         _cell(share(_value(sig(COVERAGE))), sig(COVERAGE)),
+        _versus_primary(status),
         _alerts(status.alerts),
     ]
 
@@ -147,8 +163,8 @@ def _value(signal: Signal | None) -> float | None:
     return signal.value if signal is not None else None
 
 
-HEADER = ["MODEL", "VERSION", "STATE", "TRAFFIC", "ERRORS", "P95", "INVALID", "TOP DRIFT (PSI)",
-          "OUTPUT", "PERFORMANCE", "TRUTH", "FIRING"]  # fmt: skip
+HEADER = ["MODEL", "VERSION", "ROLE", "STATE", "TRAFFIC", "ERRORS", "P95", "INVALID",
+          "TOP DRIFT (PSI)", "OUTPUT", "PERFORMANCE", "TRUTH", "VS PRIMARY", "FIRING"]  # fmt: skip
 
 
 def _align(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -168,6 +184,9 @@ def _windows(statuses: Sequence[ModelStatus]) -> str:
     ):
         if signal is not None:
             parts.append(f"{label}: {signal.window}")
+    compared = next((c for s in statuses for c in s.comparisons), None)
+    if compared is not None:
+        parts.append(f"vs primary: {compared.window} (z: standard errors worse)")
     return "; ".join(parts)
 
 

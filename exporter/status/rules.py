@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from exporter.status.model import Recommendation, Severity, Signal
 from exporter.status.signals import (
+    COMPARED,
     COVERAGE,
     ERROR_RATIO,
     INVALID,
@@ -24,6 +25,12 @@ from exporter.status.signals import (
 
 #: The share of failed calls one exception class must reach for "errors are all X".
 DOMINANT_ERROR_SHARE = 0.9
+#: What to do with a candidate significantly worse than the primary, by its role.
+CANDIDATE_ACTIONS = {
+    "canary": "stop the canary / roll back (drop it from `candidates`)",
+    "shadow": "do not promote it; compare its training with the primary's",
+}
+CANDIDATE_WORSE_ALERT = "ModelCandidateWorse"
 
 Fields = Mapping[str, str]
 
@@ -98,6 +105,35 @@ def _performance_bad(a: Assessment) -> bool:
 
 
 # --- conditions ---------------------------------------------------------------------------------
+
+
+def _candidate_worse(a: Assessment) -> Fields | None:
+    """The metrics on which a candidate is significantly worse than the primary: judged so
+    from the statistic (guarded by its ``alert_on``), or ModelCandidateWorse firing for them."""
+    firing = {
+        alert.labels.get("metric", "") for alert in a.evidence.alerts
+        if alert.name == CANDIDATE_WORSE_ALERT
+    }  # fmt: skip
+    worse = [c for c in a.comparisons if c.state != "ok" or c.metric in firing]
+    if not worse:
+        return None
+    parts = []
+    for signal in worse:
+        compared = next(e for e in a.evidence.comparisons if e.metric == signal.metric)
+        name, _ = COMPARED.get(signal.metric, (signal.metric, ""))
+        shown = number if signal.metric == "mae" else share
+        z = f"z = {signal.value:.1f}" if signal.value is not None else "z -"
+        parts.append(
+            f"{name} ({shown(compared.value)} vs {shown(compared.primary_value)}, {z} over "
+            f"{signal.window})"
+        )
+    role = a.evidence.role or "candidate"
+    return {
+        "role": role,
+        "version": a.evidence.version,
+        "worse": " and ".join(parts),
+        "action": CANDIDATE_ACTIONS.get(role, "do not promote it"),
+    }
 
 
 def _retrain(a: Assessment) -> Fields | None:
@@ -210,6 +246,12 @@ def _no_predictions(a: Assessment) -> Fields | None:
 
 #: Every recommendation, in the order they are given.
 RULES: tuple[Rule, ...] = (
+    Rule(
+        "candidate-worse", "warning", _candidate_worse,
+        "{role} {version} is significantly worse than the primary on {worse}: {action}",
+        "a candidate (canary or shadow) is more than candidate_z_critical standard errors worse "
+        "than the primary on a metric of its alert_on, or ModelCandidateWorse fires for it",
+    ),
     Rule(
         "retrain", "critical", _retrain,
         "{feature} has drifted (PSI {psi} over {window}) and {change}: retrain on recent data",

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from exporter.mixin.thresholds import BY_KEY, effective
 from exporter.status.model import (
     OUTPUT_FEATURE,
+    ComparisonEvidence,
     Evidence,
     FeatureDriftEvidence,
     Signal,
@@ -30,6 +31,11 @@ TRAFFIC, ERROR_RATIO, LATENCY, INVALID = "traffic", "error_ratio", "latency_p95"
 COVERAGE = "ground_truth_coverage"
 #: The performance signal is named after its metric.
 PERFORMANCE_METRICS = ("mae", "accuracy")
+#: A candidate's comparison with the primary, one signal per metric.
+WORSE_THAN_PRIMARY = "worse_than_primary"
+#: How each compared metric is named in a text, and what its sample is.
+COMPARED = {"mae": ("MAE", "outcomes"), "accuracy": ("accuracy", "outcomes"),
+            "error_ratio": ("error ratio", "calls")}  # fmt: skip
 
 
 def thresholds_in_force(own: Mapping[str, float]) -> dict[str, float]:
@@ -53,6 +59,8 @@ class Assessment:
     #: Input features, the most drifted first.
     drift: tuple[Signal, ...]
     output_drift: Signal | None
+    #: A candidate's comparisons with the primary (``worse_than_primary``), by metric.
+    comparisons: tuple[Signal, ...] = ()
 
     def state(self, name: str) -> State:
         signal = self.signals.get(name)
@@ -99,6 +107,7 @@ def assess(evidence: Evidence) -> Assessment:
         {s.name: s for s in signals if s is not None},
         tuple(drift),
         judged.drift(output, drift_window) if output is not None else None,
+        tuple(judged.comparison(c) for c in evidence.comparisons),
     )
 
 
@@ -224,3 +233,35 @@ class _Judge:
         )
         return Signal(COVERAGE, value, NO_GROUND_TRUTH_COVERAGE, window,
                       "warning" if lost else "ok", "share")  # fmt: skip
+
+    def comparison(self, compared: ComparisonEvidence) -> Signal:
+        """How many standard errors worse than the primary, against candidate_z_critical, as
+        ModelCandidateWorse judges it (a warning; only on the metrics of ``alert_on``)."""
+        critical = self.thresholds.get("candidate_z_critical")
+        z, metric = compared.statistic, compared.metric
+        name, sample = COMPARED.get(metric, (metric, "samples"))
+        shown = number if metric == "mae" else percent
+        note = (
+            f"{name} {shown(compared.value)} ({compared.samples or 0:.0f} {sample}) vs "
+            f"{shown(compared.primary_value)} for primary {compared.primary_version or '-'} "
+            f"({compared.primary_samples or 0:.0f})"
+        )
+        state: State = "ok"
+        if z is None:
+            floor = self.thresholds.get("candidate_min_samples", 0.0)
+            note += f": under candidate_min_samples {floor:g} (or too few failures), not compared"
+        elif critical is not None and z > critical:
+            if compared.guarded:
+                state = "warning"
+            else:
+                note += "; not in its alert_on, so no alert"
+        return Signal(WORSE_THAN_PRIMARY, z, critical, compared.window, state,
+                      "standard errors", note=note, metric=metric)  # fmt: skip
+
+
+def number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
+def percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.3g}%"

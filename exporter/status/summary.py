@@ -20,6 +20,7 @@ def summarize(evidence: Evidence) -> ModelStatus:
     states += [s.state for s in assessment.drift]
     if assessment.output_drift is not None:
         states.append(assessment.output_drift.state)
+    states += [c.state for c in assessment.comparisons]
     states += [alert_state(a) for a in evidence.alerts]
     return ModelStatus(
         model=evidence.model,
@@ -31,4 +32,6 @@ def summarize(evidence: Evidence) -> ModelStatus:
         output_drift=assessment.output_drift,
         alerts=evidence.alerts,
         recommendations=recommend(assessment),
+        role=evidence.role,
+        comparisons=assessment.comparisons,
     )
