@@ -152,6 +152,7 @@ def test_the_worse_canary_is_caught_and_status_says_to_stop_it(
         SHADOW: "shadow",
     }
     canary = rows[CANARY]
+    print(json.dumps({k: canary[k] for k in ("comparisons", "recommendations")}, indent=1))
     assert canary["state"] == "warning", canary
     assert "ModelCandidateWorse" in {a["name"] for a in canary["alerts"]}
     [mae] = [c for c in canary["comparisons"] if c["metric"] == "mae"]

@@ -229,7 +229,11 @@ def test_a_canary_worse_than_the_primary_is_to_be_stopped() -> None:
     error_ratio, mae = status.comparisons
     assert (mae.metric, mae.state, mae.threshold) == ("mae", "warning", 4.265)
     assert mae.note == "MAE 2.73 (812 outcomes) vs 1.05 for primary 2024.06-ols (7400)"
-    assert error_ratio.state == "ok" and "not compared" in error_ratio.note
+    # 812 calls each, over the guard, but no failure: the proportions' other guard.
+    assert error_ratio.state == "ok" and "too few failures" in error_ratio.note
+    few = summarize(replace(CANARY, comparisons=(compared("mae", 2.7, 1.0, None, samples=120.0),)))
+    assert few.state == "ok"
+    assert few.comparisons[0].note.endswith("under candidate_min_samples 300, not compared")
     # A shadow is not rolled back but kept from promotion; accuracy and error ratio as shares.
     shadow = replace(CANARY, role="shadow", comparisons=(compared("accuracy", 0.7, 0.9, 6.2),))
     assert rules_of(shadow)["candidate-worse"] == (

@@ -249,7 +249,11 @@ class _Judge:
         state: State = "ok"
         if z is None:
             floor = self.thresholds.get("candidate_min_samples", 0.0)
-            note += f": under candidate_min_samples {floor:g} (or too few failures), not compared"
+            if min(compared.samples or 0.0, compared.primary_samples or 0.0) >= floor:
+                # The proportions' other guard: 10 expected failures and successes in each.
+                note += ": too few failures (or successes) to compare"
+            else:
+                note += f": under candidate_min_samples {floor:g}, not compared"
         elif critical is not None and z > critical:
             if compared.guarded:
                 state = "warning"
