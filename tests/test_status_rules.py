@@ -256,6 +256,12 @@ def test_a_candidate_within_noise_or_not_guarded_is_ok() -> None:
         CANARY, comparisons=(compared("mae", 2.73, 1.05, 5.3, window="6h"),), alerts=(alert,)
     )
     assert "on MAE (2.73 vs 1.05, z = 5.3 over 6h)" in rules_of(firing)["candidate-worse"]
+    # Firing for a metric this read has no comparison of: the alert still speaks.
+    bare = replace(CANARY, comparisons=(), alerts=(alert,))
+    assert rules_of(bare)["candidate-worse"] == (
+        "canary 2024.12-overcharge is significantly worse than the primary on MAE "
+        "(ModelCandidateWorse firing): stop the canary / roll back (drop it from `candidates`)"
+    )
     # A primary has no comparison, whatever its numbers.
     assert summarize(replace(HEALTHY, role="primary")).comparisons == ()
 

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     parser.add_argument(
         "--scenario", default="all", choices=SCENARIOS,
-        help="what the traffic injects after 10 s of steady traffic (default: all, in turn)",
+        help="what the traffic injects after 10 s of steady traffic (default: all, every "
+        "injection in turn); canary: steady traffic from the start, for a service with a canary",
     )  # fmt: skip
     parser.add_argument(
         "--duration", type=_positive, default=300.0, help="seconds of traffic (default 300)"

@@ -115,7 +115,9 @@ def _candidate_worse(a: Assessment) -> Fields | None:
         if alert.name == CANDIDATE_WORSE_ALERT
     }  # fmt: skip
     worse = [c for c in a.comparisons if c.state != "ok" or c.metric in firing]
-    if not worse:
+    # The alert may fire where this read has no comparison (the series lag, an old exporter).
+    alert_only = sorted(firing - {c.metric for c in a.comparisons})
+    if not worse and not alert_only:
         return None
     parts = []
     for signal in worse:
@@ -127,6 +129,7 @@ def _candidate_worse(a: Assessment) -> Fields | None:
             f"{name} ({shown(compared.value)} vs {shown(compared.primary_value)}, {z} over "
             f"{signal.window})"
         )
+    parts += [f"{COMPARED.get(m, (m, ''))[0]} (ModelCandidateWorse firing)" for m in alert_only]
     role = a.evidence.role or "candidate"
     return {
         "role": role,
