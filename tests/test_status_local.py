@@ -138,26 +138,65 @@ def test_get_status_asks_for_a_token_like_predict(tmp_path: Path) -> None:
         assert client.get("/status", headers=headers).status_code == 200
 
 
-def test_each_version_shows_its_role_and_the_comparison_is_left_to_the_fleet(
-    tmp_path: Path,
-) -> None:
+def test_each_version_shows_its_role_and_a_worse_canary_is_found(tmp_path: Path) -> None:
+    from scipy import stats
+
     from exporter.demo_models.fare import FEATURES, synthetic_trips
+    from exporter.server._versions import routing_point
     from tests.service_fixtures import ROOT
 
-    config = load_config(ROOT / "examples" / "fare" / "monitor-canary.yml")
-    service = build_service(config, tmp_path / "data")
-    trips = synthetic_trips(40, 5).to_dict("records")
+    # The example's canary answering half the requests, so both versions pass the guard (300).
+    source = ROOT / "examples" / "fare" / "monitor-canary.yml"
+    config = yaml.safe_load(source.read_text())
+    config["reference"] = str(source.parent / config["reference"])
+    config["candidates"][0]["weight"] = 0.5
+    path = tmp_path / "monitor.yml"
+    path.write_text(yaml.safe_dump(config))
+    service = build_service(load_config(path), tmp_path / "data")
+    trips = synthetic_trips(1200, 5).to_dict("records")
+    errors: dict[str, list[float]] = {}
     with TestClient(BodyLimit(create_app(service), 65536)) as client:
-        for trip in trips:
-            features = {name: trip[name] for name in FEATURES}
-            assert client.post("/predict", json={"features": features}).status_code == 200
+        for start in range(0, len(trips), 20):
+            # A routing key sends a whole batch to one version, the same on every run.
+            key = f"rider-{start}"
+            batch = trips[start : start + 20]
+            instances = [{name: trip[name] for name in FEATURES} for trip in batch]
+            response = client.post(
+                "/predict", json={"instances": instances}, headers={"X-Routing-Key": key}
+            )
+            assert response.status_code == 200, response.text
+            answers = response.json()["predictions"]
+            feedback = [{"prediction_id": a["prediction_id"], "actual": t["fare"]}
+                        for a, t in zip(answers, batch, strict=True)]  # fmt: skip
+            assert client.post("/feedback", json=feedback).status_code == 200
+            version = "2024.12-overcharge" if routing_point(key) < 0.5 else "2024.06-ols"
+            errors.setdefault(version, []).extend(
+                abs(a["prediction"] - t["fare"]) for a, t in zip(answers, batch, strict=True)
+            )
         answer = client.get("/status").json()
-    roles = [(m["version"], m["role"]) for m in answer["models"]]
-    assert roles == [
+    rows = {m["version"]: m for m in answer["models"]}
+    assert [(v, m["role"]) for v, m in rows.items()] == [
         ("2024.06-ols", "primary"), ("2024.12-overcharge", "canary"),
         ("2024.12-retrained", "shadow"),
     ]  # fmt: skip
-    assert all(m["comparisons"] == [] for m in answer["models"])
-    assert (
-        "compared with the primary (ModelCandidateWorse) in the fleet view only" in (answer["note"])
+    assert "compared with the primary on this process's counts since it started" in answer["note"]
+    assert rows["2024.06-ols"]["comparisons"] == []
+    canary = rows["2024.12-overcharge"]
+    [mae] = [c for c in canary["comparisons"] if c["metric"] == "mae"]
+    # Welch's t on the |errors| each version made, as scipy computes it.
+    c, p = (np.array(errors[v]) for v in ("2024.12-overcharge", "2024.06-ols"))
+    assert min(len(c), len(p)) >= 300
+    expected = stats.ttest_ind_from_stats(
+        c.mean(), c.std(ddof=1), len(c), p.mean(), p.std(ddof=1), len(p), equal_var=False
+    ).statistic
+    assert mae["value"] == pytest.approx(expected, rel=1e-6)
+    assert (mae["state"], mae["window"]) == ("warning", "since start")
+    assert canary["state"] == "warning"
+    assert canary["recommendations"][0]["text"].startswith(
+        "canary 2024.12-overcharge is significantly worse than the primary on MAE ("
     )
+    # No call failed: the error ratio has no statistic, and the shadow is as good as the primary.
+    [ratio] = [c for c in canary["comparisons"] if c["metric"] == "error_ratio"]
+    assert ratio["value"] is None and ratio["state"] == "ok"
+    [shadow] = [c for c in rows["2024.12-retrained"]["comparisons"] if c["metric"] == "mae"]
+    assert shadow["state"] == "ok" and abs(shadow["value"]) < 4.265

@@ -18,11 +18,13 @@ from prometheus_client.samples import Sample
 
 from exporter.status.model import (
     OUTPUT_FEATURE,
+    ComparisonEvidence,
     Evidence,
     FeatureDriftEvidence,
     PerformanceEvidence,
 )
 from exporter.status.render import document
+from exporter.status.signals import thresholds_in_force
 from exporter.status.summary import summarize
 
 if TYPE_CHECKING:
@@ -35,6 +37,8 @@ SINCE_START = "since start"
 PREFERRED_WINDOW = "1h"
 #: The rules' PSI excess exists only over this many values (recording.yml).
 MIN_DRIFT_VALUES = 30
+#: Expected successes and failures each version needs before two proportions are compared.
+MIN_EXPECTED = 10
 #: Not inputs: the output, its confidence and the ground truth are counted among the invalid
 #: values under these names.
 NOT_INPUTS = frozenset({OUTPUT_FEATURE, "__confidence__", "__actual__"})
@@ -50,28 +54,106 @@ def status_of_service(service: Service) -> dict[str, Any]:
     samples = list(_samples(service))
     window = _window(monitors[0].windows)
     roles = _roles(service)
-    statuses = [
-        summarize(
-            replace(
-                evidence_of(m, list(_own_samples(samples, m.model_labels)), _window(m.windows)),
-                role=roles.get(m.version, ""),
-            )
+    evidence = [
+        replace(
+            evidence_of(m, list(_own_samples(samples, m.model_labels)), _window(m.windows)),
+            role=roles.get(m.version, ""),
         )
         for m in monitors
     ]
+    own = {m.version: list(_own_samples(samples, m.model_labels)) for m in monitors}
+    guards = _guards(service)
+    primary = evidence[0]
+    evidence[1:] = [
+        replace(e, comparisons=compare(own[e.version], own[primary.version], primary,
+                                       guards.get(e.version, ())))
+        for e in evidence[1:]
+    ]  # fmt: skip
     note = (
         f"counts of this process since it started (every worker's, with several), drift and "
         f"performance over its {window} window; no other replica and no alert is seen here. The "
         "fleet view, with the alerts firing, is `model-exporter status --prometheus URL`."
     )
-    if len(statuses) > 1:
-        # One process holds a share of each version's evidence, and the comparison's guard is
-        # per fleet: it is judged where every replica is summed.
+    if len(evidence) > 1:
         note += (
-            " Candidates are compared with the primary (ModelCandidateWorse) in the fleet "
-            "view only."
+            " Candidates are compared with the primary on this process's counts since it "
+            "started, by the rules' tests and guards; ModelCandidateWorse judges the fleet's hour."
         )
-    return document(statuses, source=SOURCE, note=note)
+    return document([summarize(e) for e in evidence], source=SOURCE, note=note)
+
+
+def _guards(service: Service) -> dict[str, tuple[str, ...]]:
+    """The metrics each candidate may alert on (its ``alert_on``, or the defaults)."""
+    versions = getattr(service, "versions", ())
+    return {
+        v.monitor.version: tuple(service.config.candidate_alerts(v.candidate))
+        for v in versions if v.candidate is not None
+    }  # fmt: skip
+
+
+def _arms(samples: list[Sample]) -> dict[str, tuple[float, float, float | None]]:
+    """Per compared metric, one version's (n, value, variance of |error| for MAE) since start,
+    from its counters, as the versions group reads them over the hour."""
+    arms: dict[str, tuple[float, float, float | None]] = {}
+    errors = sum(_sum(samples, "model_prediction_errors_total").values())
+    calls = sum(_sum(samples, "model_predictions_total").values()) + errors
+    if calls > 0:
+        arms["error_ratio"] = (calls, errors / calls, None)
+    outcomes = _sum(samples, "model_outcomes_total", "correct")
+    total = sum(outcomes.values())
+    if total > 0:
+        arms["accuracy"] = (total, outcomes.get("true", 0.0) / total, None)
+    count = sum(_sum(samples, "model_absolute_error_count").values())
+    if count > 0:
+        absolute = sum(_sum(samples, "model_absolute_error_sum").values())
+        squared = sum(_sum(samples, "model_squared_error_total").values())
+        variance = max((squared - absolute**2 / count) / (count - 1), 0.0) if count > 1 else None
+        arms["mae"] = (count, absolute / count, variance)
+    return arms
+
+
+def statistic(
+    metric: str, candidate: tuple[float, float, float | None],
+    primary: tuple[float, float, float | None], min_samples: float,
+) -> float | None:  # fmt: skip
+    """Standard errors by which the candidate is worse, as recording.yml's versions group
+    computes it (pooled z for the proportions, on the loss; Welch's t for MAE); None under its
+    guards: ``min_samples`` in each, and 10 expected successes and failures in each."""
+    (n_c, v_c, var_c), (n_p, v_p, var_p) = candidate, primary
+    if min(n_c, n_p) < min_samples:
+        return None
+    if metric == "mae":
+        if var_c is None or var_p is None:
+            return None
+        error = math.sqrt(var_c / n_c + var_p / n_p)
+    else:
+        pooled = (v_c * n_c + v_p * n_p) / (n_c + n_p)
+        if min(n * share for n in (n_c, n_p) for share in (pooled, 1 - pooled)) < MIN_EXPECTED:
+            return None
+        error = math.sqrt(pooled * (1 - pooled) * (1 / n_c + 1 / n_p))
+    if not error > 0:
+        return None
+    worse = v_p - v_c if metric == "accuracy" else v_c - v_p  # the loss: 1 - accuracy
+    return worse / error
+
+
+def compare(
+    candidate: list[Sample], primary: list[Sample], primary_evidence: Evidence,
+    guarded: tuple[str, ...],
+) -> tuple[ComparisonEvidence, ...]:  # fmt: skip
+    """A candidate's comparisons with the primary on every metric both have counted."""
+    floor = thresholds_in_force(primary_evidence.thresholds).get("candidate_min_samples", 0.0)
+    mine, theirs = _arms(candidate), _arms(primary)
+    return tuple(
+        ComparisonEvidence(
+            metric=metric, window=SINCE_START, value=mine[metric][1], samples=mine[metric][0],
+            primary_version=primary_evidence.version, primary_value=theirs[metric][1],
+            primary_samples=theirs[metric][0],
+            statistic=statistic(metric, mine[metric], theirs[metric], floor),
+            guarded=metric in guarded,
+        )
+        for metric in sorted(set(mine) & set(theirs))
+    )  # fmt: skip
 
 
 def _roles(service: Service) -> dict[str, str]:
