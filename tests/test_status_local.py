@@ -192,9 +192,11 @@ def test_each_version_shows_its_role_and_a_worse_canary_is_found(tmp_path: Path)
     assert mae["value"] == pytest.approx(expected, rel=1e-6)
     assert (mae["state"], mae["window"]) == ("warning", "since start")
     assert canary["state"] == "warning"
-    assert canary["recommendations"][0]["text"].startswith(
+    text = canary["recommendations"][0]["text"]
+    assert text.startswith(
         "canary 2024.12-overcharge is significantly worse than the primary on MAE ("
     )
+    assert " since start): stop the canary / roll back" in text
     # No call failed: the error ratio has no statistic, and the shadow is as good as the primary.
     [ratio] = [c for c in canary["comparisons"] if c["metric"] == "error_ratio"]
     assert ratio["value"] is None and ratio["state"] == "ok"

@@ -125,9 +125,10 @@ def _candidate_worse(a: Assessment) -> Fields | None:
         name, _ = COMPARED.get(signal.metric, (signal.metric, ""))
         shown = number if signal.metric == "mae" else share
         z = f"z = {signal.value:.1f}" if signal.value is not None else "z -"
+        # "over 1h", but "since start" (GET /status) as it is.
+        span = signal.window if signal.window.startswith("since") else f"over {signal.window}"
         parts.append(
-            f"{name} ({shown(compared.value)} vs {shown(compared.primary_value)}, {z} over "
-            f"{signal.window})"
+            f"{name} ({shown(compared.value)} vs {shown(compared.primary_value)}, {z} {span})"
         )
     parts += [f"{COMPARED.get(m, (m, ''))[0]} (ModelCandidateWorse firing)" for m in alert_only]
     role = a.evidence.role or "candidate"
