@@ -94,6 +94,19 @@ def test_watch_drift_without_a_performance_drop() -> None:
     }
 
 
+def test_a_psi_past_its_threshold_that_the_g_test_calls_noise_is_not_drift() -> None:
+    # A few hundred values: the PSI excess passes psi_warning, but the drift alerts also need
+    # the G-test, and so does the summary.
+    noisy = replace(drift("trip_miles", 0.17, n=140.0), significant=False)
+    status = summarize(replace(HEALTHY, drift=(noisy,)))
+    assert status.state == "ok"
+    assert rules_of(replace(HEALTHY, drift=(noisy,))) == {}
+    [signal] = status.drift
+    assert signal.state == "ok" and "not yet significant" in (signal.note or "")
+    confirmed = replace(noisy, significant=True)
+    assert summarize(replace(HEALTHY, drift=(confirmed,))).state == "warning"
+
+
 def test_performance_without_drift() -> None:
     evidence = replace(HEALTHY, performance=PerformanceEvidence("mae", 4.0, 3.8, 400.0))
     assert summarize(evidence).state == "warning"  # over mae_warning 3.5, under mae_critical 5

@@ -35,6 +35,9 @@ class FeatureDriftEvidence:
     #: PSI minus what sampling noise alone gives at this sample size; None under 30 values.
     psi_excess: float | None
     samples: float | None
+    #: Whether the G-test over the same values calls the shift significant (p < 1e-5), as the
+    #: drift alerts require besides the PSI; None when the source cannot tell.
+    significant: bool | None = None
 
 
 @dataclass(frozen=True)

@@ -210,6 +210,13 @@ class _Raw:
         self.psi = feature("model_feature:model_feature_psi:1h", "feature")
         self.psi_excess = feature("model_feature:model_feature_psi_excess:1h", "feature")
         self.drift_samples = feature("model_feature:model_feature_bin:increase1h", "feature")
+        # The drift alerts' second condition: a PSI over its threshold from a few hundred values
+        # is still noise unless the G-test agrees.
+        self.drift_significant = feature(
+            f"model_feature:model_feature_g:1h > on ({by}, feature) "
+            "model_feature:model_feature_g:critical",
+            "feature",
+        )
         self.mae = q("model:model_absolute_error:mae1h")
         self.mae_lower = q("model:model_absolute_error:mae_lower1h")
         self.mae_count = q("model:model_absolute_error:count1h")
@@ -272,9 +279,11 @@ class _Raw:
 
     def _drift(self, key: Key) -> tuple[FeatureDriftEvidence, ...]:
         psi, excess = self.psi.get(key, {}), self.psi_excess.get(key, {})
-        samples = self.drift_samples.get(key, {})
+        samples, significant = self.drift_samples.get(key, {}), self.drift_significant.get(key, {})
         return tuple(
-            FeatureDriftEvidence(f, _finite(psi[f]), _finite(excess.get(f)), samples.get(f))
+            FeatureDriftEvidence(
+                f, _finite(psi[f]), _finite(excess.get(f)), samples.get(f), f in significant
+            )  # fmt: skip
             for f in sorted(psi)
         )
 

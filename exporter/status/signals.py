@@ -173,6 +173,11 @@ class _Judge:
         for key, state in levels:
             threshold = self.thresholds.get(key)
             if threshold is not None and drift.psi_excess > threshold:
+                if drift.significant is False:
+                    # As the alerts judge it: past the threshold, but the G-test over the same
+                    # values does not yet tell the shift from noise.
+                    return Signal(name, drift.psi, threshold, window, "ok", "PSI", drift.feature,
+                                  "past the threshold, not yet significant (G-test)")  # fmt: skip
                 return Signal(name, drift.psi, threshold, window, state, "PSI", drift.feature,
                               f"{drift.psi_excess:.3f} above its no-drift level")  # fmt: skip
         return Signal(name, drift.psi, first, window, "ok", "PSI", drift.feature)
