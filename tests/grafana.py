@@ -67,6 +67,16 @@ class PanelQuery:
     instant: bool = False
 
 
+def has_data(result: list[dict[str, Any]]) -> bool:
+    """A query's result (instant or range) holds a sample that is a number: a panel whose
+    series are all NaN draws nothing."""
+    for series in result:
+        points = series["values"] if "values" in series else [series["value"]]
+        if any(value != "NaN" for _, value in points):
+            return True
+    return False
+
+
 def load_dashboards(directory: Path = DASHBOARDS_DIR) -> dict[str, dict[str, Any]]:
     """Every ``*.json`` dashboard in ``directory`` by uid; a duplicate uid is an error."""
     return parse_dashboards(

@@ -47,7 +47,14 @@ from exporter.profile import ReferenceProfile
 from exporter.status.command import add_arguments, run
 from exporter.status.prometheus import read_fleet
 from tests.binaries import require_binary
-from tests.grafana import SAMPLE_VARIABLES, PanelQuery, load_dashboards, panel_queries, substitute
+from tests.grafana import (
+    SAMPLE_VARIABLES,
+    PanelQuery,
+    has_data,
+    load_dashboards,
+    panel_queries,
+    substitute,
+)
 from tests.stack_helpers import (
     FARE_JOB,
     FOREIGN_JOB,
@@ -320,15 +327,6 @@ VARIABLES = {
 RANGE_STEP_SECONDS = 2.0
 
 
-def _has_data(result: list[dict[str, Any]]) -> bool:
-    """At least one sample that is a number (a NaN-only series draws nothing)."""
-    for series in result:
-        points = series["values"] if "values" in series else [series["value"]]
-        if any(value != "NaN" for _, value in points):
-            return True
-    return False
-
-
 def _describe(query: PanelQuery) -> str:
     return f"{query.dashboard_uid} panel {query.panel_id} {query.panel_title!r} {query.ref_id}"
 
@@ -350,14 +348,14 @@ def test_every_grafana_panel_query_returns_data(scenario: Scenario) -> None:
     # at one of those moments (the dashboard as it looked then).
     moments = sorted(set(scenario.pending_at))[-3:]
 
-    def has_data(query: PanelQuery) -> bool:
+    def panel_has_data(query: PanelQuery) -> bool:
         expr = substitute(query.expr, VARIABLES)
         now = time.time()
         if not query.instant:
-            return _has_data(
+            return has_data(
                 stack.prometheus.query_range(expr, stack.started_at, now, RANGE_STEP_SECONDS)
             )
-        return any(_has_data(stack.prometheus.query(expr, at)) for at in (now, *moments))
+        return any(has_data(stack.prometheus.query(expr, at)) for at in (now, *moments))
 
     errors: dict[str, str] = {}
     missing = list(queries)
@@ -366,7 +364,7 @@ def test_every_grafana_panel_query_returns_data(scenario: Scenario) -> None:
         still = []
         for query in missing:
             try:
-                if not has_data(query):
+                if not panel_has_data(query):
                     still.append(query)
             except PromQLError as exc:
                 errors[_describe(query)] = str(exc)

@@ -32,7 +32,13 @@ import pytest
 import yaml
 
 from tests.binaries import free_port, require_binary
-from tests.grafana import load_dashboards, panel_queries, substitute, template_variables
+from tests.grafana import (
+    has_data,
+    load_dashboards,
+    panel_queries,
+    substitute,
+    template_variables,
+)
 from tests.stack_helpers import (
     PrometheusAPI,
     poll,
@@ -299,14 +305,6 @@ def test_the_alert_fires_for_guarded_metrics_on_which_a_candidate_is_worse(
     assert pending == []
 
 
-def _has_data(result: list[dict[str, Any]]) -> bool:
-    for series in result:
-        points = series["values"] if "values" in series else [series["value"]]
-        if any(value != "NaN" for _, value in points):
-            return True
-    return False
-
-
 def test_every_versions_dashboard_panel_query_returns_data(prometheus: PrometheusAPI) -> None:
     """The model-versions dashboard's proof of data (tests/test_stack.py leaves it out)."""
     dashboard = load_dashboards()["model-versions"]
@@ -324,7 +322,7 @@ def test_every_versions_dashboard_panel_query_returns_data(prometheus: Prometheu
             else:
                 end = _now(prometheus)
                 result = prometheus.query_range(expr, end - 60, end, 2)
-            if not _has_data(result):
+            if not has_data(result):
                 still.append(query)
         missing[:] = still
         return not missing
