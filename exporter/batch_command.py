@@ -148,7 +148,7 @@ def _reference(config: MonitorConfig) -> ReferenceProfile | None:
 
 
 def _model(config: MonitorConfig) -> Callable[[Mapping[str, Any]], Any]:
-    from exporter.server._service import import_callable
+    from exporter.server import import_callable
 
     try:
         return import_callable(config.model.import_path, "model.import_path")
@@ -159,7 +159,7 @@ def _model(config: MonitorConfig) -> Callable[[Mapping[str, Any]], Any]:
 def _monitor(
     config: MonitorConfig, reference: ReferenceProfile | None, registry: CollectorRegistry
 ) -> ModelMonitor:
-    from exporter.server._service import check_segments, monitor_for
+    from exporter.server import check_segments, monitor_for
 
     try:
         check_segments(config, reference)
@@ -238,7 +238,7 @@ def _read_scored(args: argparse.Namespace, frame: pd.DataFrame, config: MonitorC
 
 
 def _derive(config: MonitorConfig) -> Callable[[Mapping[str, Any]], Mapping[str, Any]] | None:
-    from exporter.server._service import import_callable
+    from exporter.server import import_callable
 
     if config.model.derive_features is None:
         return None

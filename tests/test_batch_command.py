@@ -174,3 +174,52 @@ def test_an_unreachable_gateway_or_a_bad_config_is_one_line(
         ["batch", "--config", str(bad), "--data", str(data), "--pushgateway", "x:1"], capsys
     )
     assert code == 2 and "bad.yml" in err and err.count("\n") == 1
+
+
+@pytest.mark.stack
+def test_a_classifier_with_derived_features_scores_texts_and_counts_confidences(
+    tmp_path: Path, gateway: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The intent example: the model reads raw text; the monitor watches numbers derived from it.
+    from exporter.demo_models.intent import load_utterances
+
+    intent = ROOT / "examples" / "intent"
+    (tmp_path / "reference.json").write_bytes((intent / "reference.json").read_bytes())
+    config = tmp_path / "monitor.yml"
+    config.write_text((intent / "monitor.yml").read_text())
+    texts = [u.text for u in load_utterances()][:300]
+    frame = pd.DataFrame({"text": texts, "channel": ["app"] * len(texts)})
+    data = tmp_path / "texts.csv"
+    frame.to_csv(data, index=False)
+    code, out, err = run(
+        ["batch", "--config", str(config), "--data", str(data), "--pushgateway", gateway,
+         "--scrape-interval", "0"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    assert f"{len(texts)} predictions counted (0 failed" in out
+    predictions = gateway_samples(gateway, "model_predictions_total")
+    assert total(predictions, model="intent") == len(texts)
+    # Every answer carried its confidence; the derived features were counted per row.
+    assert total(gateway_samples(gateway, "model_prediction_confidence_count")) == len(texts)
+    bins = gateway_samples(gateway, "model_feature_bin_total")
+    for feature in ("text_length", "token_count", "oov_share", "channel"):
+        assert total(bins, feature=feature) == len(texts), feature
+    # The same rows again with the answers already in the file: the totals add up.
+    from exporter.demo_models.intent import predict
+
+    answers = [predict({"text": t}) for t in texts]
+    frame["intent"] = [a[0] for a in answers]
+    frame["confidence"] = [a[1] for a in answers]
+    frame.to_parquet(tmp_path / "scored.parquet")
+    code, out, err = run(
+        ["batch", "--config", str(config), "--data", str(tmp_path / "scored.parquet"),
+         "--model-column", "intent", "--confidence-column", "confidence",
+         "--pushgateway", gateway, "--scrape-interval", "0"], capsys,
+    )  # fmt: skip
+    assert code == 0, err
+    predictions = gateway_samples(gateway, "model_predictions_total")
+    assert total(predictions, model="intent") == 2 * len(texts)
+    assert total(gateway_samples(gateway, "model_prediction_confidence_count")) == 2 * len(texts)
+    assert total(gateway_samples(gateway, "model_feature_bin_total"), feature="oov_share") == (
+        2 * len(texts)
+    )
