@@ -29,7 +29,9 @@ from exporter.status.summary import summarize
 
 if TYPE_CHECKING:
     from exporter.monitor import FeatureDrift, ModelMonitor, WindowPerformance
-    from exporter.server import Service
+
+    # The module, not the package: the package imports the app, which imports this module.
+    from exporter.server._service import Service
 
 SOURCE = "this process"
 SINCE_START = "since start"
