@@ -5,7 +5,7 @@ Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboard
 
 from __future__ import annotations
 
-from exporter.mixin.panel_layout import merge, organize, row, sort_by
+from exporter.mixin.panel_layout import joined_columns, organize, row, sort_by
 from exporter.mixin.panels import (
     Json,
     stat,
@@ -185,11 +185,9 @@ def rows(settings: Settings) -> list[Json]:
                     w=24,
                     decimals=0,
                     overrides=[unit_override("time firing", "s")],
-                    transformations=[
-                        merge(),
-                        organize(rename={"Value #A": "times started", "Value #B": "time firing"}),
-                        sort_by("time firing", desc=True),
-                    ],
+                    transformations=joined_columns(
+                        ["times started", "time firing"], sort="time firing", desc=True
+                    ),
                 ),
             ],
         ),

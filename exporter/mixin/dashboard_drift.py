@@ -6,7 +6,7 @@ Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboard
 from __future__ import annotations
 
 from exporter.mixin import dashboard_drift_output
-from exporter.mixin.panel_layout import bin_share_columns, merge, organize, row, sort_by
+from exporter.mixin.panel_layout import bin_share_columns, joined_columns, organize, row
 from exporter.mixin.panels import (
     Json,
     barchart,
@@ -310,20 +310,12 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     w=8,
                     decimals=3,
-                    transformations=[
-                        merge(),
-                        organize(
-                            exclude=["Time", "__name__", "model", "job"],
-                            rename={
-                                "Value #A": "PSI",
-                                "Value #B": "KS statistic",
-                                "Value #C": "KS p-value",
-                                "Value #D": "z-score",
-                                "Value #E": "samples",
-                            },
-                        ),
-                        sort_by("PSI", desc=True),
-                    ],
+                    transformations=joined_columns(
+                        ["PSI", "KS statistic", "KS p-value", "z-score", "samples"],
+                        sort="PSI",
+                        desc=True,
+                        exclude=["Time", "__name__", "model", "job"],
+                    ),  # fmt: skip
                 ),
             ],
         ),

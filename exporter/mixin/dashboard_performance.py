@@ -6,7 +6,7 @@ Queries mark where the series' scope goes with ``{@}`` (exporter/mixin/dashboard
 from __future__ import annotations
 
 from exporter.mixin import dashboard_performance_detail
-from exporter.mixin.panel_layout import grouping_to_matrix, merge, organize, row, sort_by
+from exporter.mixin.panel_layout import grouping_to_matrix, joined_columns, organize, row, sort_by
 from exporter.mixin.panels import Json, heatmap, stat, table, target, threshold_series, timeseries
 from exporter.mixin.settings import Settings
 from exporter.mixin.thresholds import Effective
@@ -278,18 +278,12 @@ def rows(settings: Settings) -> list[Json]:
                     w=8,
                     h=9,
                     decimals=3,
-                    transformations=[
-                        merge(),
-                        organize(
-                            exclude=["Time", "__name__", "model"],
-                            rename={
-                                "Value #A": "precision",
-                                "Value #B": "recall",
-                                "Value #C": "F1",
-                            },
-                        ),
-                        sort_by("F1", desc=False),
-                    ],
+                    transformations=joined_columns(
+                        ["precision", "recall", "F1"],
+                        sort="F1",
+                        desc=False,
+                        exclude=["Time", "__name__", "model"],
+                    ),  # fmt: skip
                 ),
                 timeseries(
                     "F1 per class (1h)",

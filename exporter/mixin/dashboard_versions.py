@@ -8,7 +8,7 @@ computed the same way, which is what the rules record per version.
 
 from __future__ import annotations
 
-from exporter.mixin.panel_layout import merge, organize, row, sort_by
+from exporter.mixin.panel_layout import joined_columns, organize, row, sort_by
 from exporter.mixin.panels import Json, table, target, threshold_series, timeseries
 from exporter.mixin.settings import Settings
 from exporter.mixin.thresholds import Effective
@@ -185,18 +185,12 @@ def rows(settings: Settings) -> list[Json]:
                     ],
                     w=12,
                     decimals=4,
-                    transformations=[
-                        merge(),
-                        organize(
-                            exclude=["Time", "__name__", "model"],
-                            rename={
-                                "Value #A": "value",
-                                "Value #B": "n",
-                                "Value #C": "worse by (standard errors)",
-                            },
-                        ),
-                        sort_by("metric", desc=False),
-                    ],
+                    transformations=joined_columns(
+                        ["value", "n", "worse by (standard errors)"],
+                        sort="metric",
+                        desc=False,
+                        exclude=["Time", "__name__", "model"],
+                    ),  # fmt: skip
                 ),
             ],
         ),

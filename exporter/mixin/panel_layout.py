@@ -33,21 +33,22 @@ def sort_by(field: str, *, desc: bool) -> Json:
     return {"id": "sortBy", "options": {"fields": {}, "sort": [{"field": field, "desc": desc}]}}
 
 
+def joined_columns(
+    columns: Sequence[str], *, sort: str, desc: bool, exclude: Sequence[str] = ("Time",)
+) -> list[Json]:
+    """A table of instant queries joined into one row per series: the value of query A, B, C...
+    named ``columns`` in that order, the labels in ``exclude`` hidden, sorted by ``sort``."""
+    rename = {f"Value #{chr(ord('A') + i)}": name for i, name in enumerate(columns)}
+    return [merge(), organize(exclude=exclude, rename=rename), sort_by(sort, desc=desc)]
+
+
 def bin_share_columns() -> list[Json]:
     """A bin-share bar chart's table: its three instant queries (A: the share over the last hour,
     B: over the last day, C: the reference) merged into one row per bin, in bin order."""
-    return [
-        merge(),
-        organize(
-            exclude=["Time", "__name__", "model", "feature"],
-            rename={
-                "Value #A": "current (1h)",
-                "Value #B": "current (1d)",
-                "Value #C": "reference",
-            },
-        ),
-        sort_by("bin", desc=False),
-    ]
+    return joined_columns(
+        ["current (1h)", "current (1d)", "reference"], sort="bin", desc=False,
+        exclude=["Time", "__name__", "model", "feature"],
+    )  # fmt: skip
 
 
 def grouping_to_matrix(row: str, column: str) -> Json:
