@@ -258,48 +258,58 @@ def scraping_config(
     return config
 
 
-class ForeignExporter(http.server.ThreadingHTTPServer):
-    """Another team's job on 127.0.0.1: a /metrics of static text with a ``model_info`` and
-    prediction counters named like the exporter's, for a model of its own. Its error counter grows
-    at every scrape and its prediction counter never does."""
+class ExpositionServer(http.server.ThreadingHTTPServer):
+    """A /metrics on 127.0.0.1 whose text ``exposition(n)`` makes for the n-th scrape (from 0),
+    for a target whose counters a test drives scrape by scrape."""
 
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _ForeignHandler)
+    def __init__(self, exposition: Callable[[int], str]) -> None:
+        super().__init__(("127.0.0.1", 0), _ExpositionHandler)
+        self._exposition = exposition
+        self._lock = threading.Lock()
         self.scrapes = 0
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.server_address[1]}"
 
-    def exposition(self) -> bytes:
-        self.scrapes += 1
-        labels = f'model="{FOREIGN_MODEL}",version="v7"'
-        errors = self.scrapes * FOREIGN_ERRORS_PER_SCRAPE
-        return (
-            "# TYPE model_info gauge\n"
-            f'model_info{{{labels},stage="production",reference="none"}} 1\n'
-            "# TYPE model_predictions_total counter\n"
-            f'model_predictions_total{{{labels},predicted="cat",confidence_bucket="high"}} 0\n'
-            "# TYPE model_prediction_errors_total counter\n"
-            f'model_prediction_errors_total{{{labels},error="MemoryError"}} {errors}\n'
-            "# TYPE model_alert_threshold gauge\n"
-            f'model_alert_threshold{{model="{FOREIGN_MODEL}",alert="error_ratio"}} 0.01\n'
-        ).encode()
+    def next_exposition(self) -> bytes:
+        with self._lock:
+            text = self._exposition(self.scrapes)
+            self.scrapes += 1
+        return text.encode()
 
 
-class _ForeignHandler(http.server.BaseHTTPRequestHandler):
-    server: ForeignExporter
+class _ExpositionHandler(http.server.BaseHTTPRequestHandler):
+    server: ExpositionServer
 
     def do_GET(self) -> None:  # the name http.server calls
-        body = self.server.exposition()
+        body = self.server.next_exposition()
         self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4")
+        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
     def log_message(self, format: str, *args: Any) -> None:  # the base's signature
         """Quiet: one line per scrape would fill the test's output."""
+
+
+def foreign_exposition(scrape: int) -> str:
+    """Another team's job: a ``model_info`` and prediction counters named like the exporter's,
+    for a model of its own. Its error counter grows at every scrape and its prediction counter
+    never does."""
+    labels = f'model="{FOREIGN_MODEL}",version="v7"'
+    errors = (scrape + 1) * FOREIGN_ERRORS_PER_SCRAPE
+    return (
+        "# TYPE model_info gauge\n"
+        f'model_info{{{labels},stage="production",reference="none"}} 1\n'
+        "# TYPE model_predictions_total counter\n"
+        f'model_predictions_total{{{labels},predicted="cat",confidence_bucket="high"}} 0\n'
+        "# TYPE model_prediction_errors_total counter\n"
+        f'model_prediction_errors_total{{{labels},error="MemoryError"}} {errors}\n'
+        "# TYPE model_alert_threshold gauge\n"
+        f'model_alert_threshold{{model="{FOREIGN_MODEL}",alert="error_ratio"}} 0.01\n'
+    )
 
 
 def write_alertmanager_config(
@@ -534,7 +544,7 @@ def running_stack(
             min_samples=min_samples,
         )  # fmt: skip
         capture, smtp = _serve_stubs(stack)
-        foreign = ForeignExporter()
+        foreign = ExpositionServer(foreign_exposition)
         serve_in_background(stack, foreign)
         receiver_port = free_port()
         am_config, token_file = write_alertmanager_config(

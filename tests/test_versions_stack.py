@@ -23,8 +23,6 @@ out: its stack has no candidate).
 from __future__ import annotations
 
 import contextlib
-import http.server
-import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,6 +38,7 @@ from tests.grafana import (
     template_variables,
 )
 from tests.stack_helpers import (
+    ExpositionServer,
     PrometheusAPI,
     poll,
     prometheus_argv,
@@ -166,46 +165,13 @@ def exposition(scrape: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-class VersionsExporter(http.server.ThreadingHTTPServer):
-    """/metrics of a service with candidates, growing by one step per scrape."""
-
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Handler)
-        self.scrapes = 0
-        self.lock = threading.Lock()
-
-    @property
-    def address(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
-
-    def next_exposition(self) -> bytes:
-        with self.lock:
-            text = exposition(self.scrapes)
-            self.scrapes += 1
-        return text.encode()
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    server: VersionsExporter
-
-    def do_GET(self) -> None:  # the name http.server calls
-        body = self.server.next_exposition()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:  # the base's signature
-        """Quiet: one line per scrape would fill the test's output."""
-
-
 @pytest.fixture(scope="module")
 def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusAPI]:
     binary = require_binary("prometheus")
     directory = tmp_path_factory.mktemp("versions-stack")
     with contextlib.ExitStack() as stack:
-        exporter = VersionsExporter()
+        # /metrics of a service with candidates, growing by one step per scrape.
+        exporter = ExpositionServer(exposition)
         serve_in_background(stack, exporter)
         rules = write_rule_copies(directory / "rules")
         config = scraping_config({JOB: [exporter.address]}, rules)
