@@ -115,6 +115,7 @@ def exposition(scrape: int) -> str:
     squared: list[Sample] = []
     roles: list[Sample] = []
     guards: list[Sample] = []
+    skipped: list[Sample] = []
     for (model, version), spec in VERSIONS.items():
         mv = {"model": model, "version": version}
         info.append(("model_info", _labels(**mv, stage=STAGES[spec["role"]], reference="r"), 1))
@@ -147,6 +148,8 @@ def exposition(scrape: int) -> str:
                             scrape * spec["squared_sum"]))  # fmt: skip
         roles.append(("model_version_role", _labels(**mv, role=spec["role"]), 1))
         guards.extend(("model_candidate_guard", _labels(**mv, metric=m), 1) for m in spec["guards"])
+        if spec["role"] == "shadow":  # one call in ten finds the shadow's threads busy
+            skipped.append(("model_shadow_skipped_total", _labels(**mv), scrape * 10))
     family("model_info", "gauge", "Live model version (value 1), its stage and the reference "
            "profile it is compared to.", info)  # fmt: skip
     family("model_prediction_duration_seconds", "histogram", "Inference latency in seconds.",
@@ -162,6 +165,8 @@ def exposition(scrape: int) -> str:
     family("model_squared_error_total", "counter", "Sum of squared regression errors.", squared)
     family("model_version_role", "gauge", "Each loaded version and its role.", roles)
     family("model_candidate_guard", "gauge", "A candidate's comparison that may alert.", guards)
+    family("model_shadow_skipped_total", "counter", "Shadow calls skipped because "
+           "max_concurrency were in flight.", skipped)  # fmt: skip
     return "\n".join(lines) + "\n"
 
 

@@ -95,6 +95,27 @@ def rows(settings: Settings) -> list[Json]:
                     unit="s",
                     w=8,
                 ),
+                timeseries(
+                    "Shadow calls skipped per second",
+                    (
+                        "Requests a shadow did not see because max_concurrency of its calls were "
+                        "in flight in a worker (model_shadow_skipped_total, summed over the "
+                        "selected instances): a shadow slower than the traffic. Its comparison "
+                        "then covers fewer requests; its timeouts are its errors "
+                        "(ShadowTimeout)."
+                    ),
+                    [
+                        target(
+                            (
+                                "sum by (version) "
+                                "(rate(model_shadow_skipped_total{@}[$__rate_interval]))"
+                            ),
+                            "{{version}}",
+                        )
+                    ],
+                    unit="reqps",
+                    w=24,
+                ),
             ],
         ),
         row(
