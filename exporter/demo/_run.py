@@ -240,10 +240,15 @@ class _Run:
         self._posts.release()
 
     async def _post(self, target: Target, prediction_id: str, actual: Any) -> None:
+        body = {"prediction_id": prediction_id, "actual": actual}
         try:
-            response = await self._client.post(
-                f"{target.url}/feedback", json={"prediction_id": prediction_id, "actual": actual}
-            )
+            try:
+                response = await self._client.post(f"{target.url}/feedback", json=body)
+            except httpx.TransportError:
+                # Once more on a fresh connection: a kept-alive one the server closed for idling
+                # as the post went out fails without an answer. Feedback is idempotent (the same
+                # outcome again is answered "duplicate"), so a post that did arrive counts once.
+                response = await self._client.post(f"{target.url}/feedback", json=body)
         except httpx.HTTPError:
             target.feedback_failed += 1
             return
